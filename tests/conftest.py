@@ -1,0 +1,29 @@
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from progsr.paths import shared_dir
+
+# Keep the suite deterministic and polite on a 2-core machine.
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture
+def shared():
+    """Path to ../shared (data, backbones); skips the test when it is absent."""
+    path = shared_dir()
+    if path is None:
+        pytest.skip("../shared is not available (set PROGSR_SHARED to point at it)")
+    return path
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
