@@ -17,3 +17,22 @@ def shared_dir() -> Path | None:
         if (path / "data").is_dir():
             return path
     return None
+
+
+WEIGHT_NAMES = {"psnr": "progsr_x8_psnr.safetensors", "gan": "progsr_x8_gan.safetensors"}
+
+
+def weights_dir() -> Path:
+    """The folder of shipped weights: $PROGSR_WEIGHTS, else the installed copy, else the checkout's weights/."""
+    env = os.environ.get("PROGSR_WEIGHTS")
+    if env:
+        return Path(env)
+    # A wheel install carries the repo's weights/ as the package folder progsr/weights (see pyproject.toml);
+    # a source checkout or editable install reads weights/ in place.
+    installed = Path(__file__).resolve().parent / "weights"
+    return installed if installed.is_dir() else REPO_ROOT / "weights"
+
+
+def shipped_weights(name: str) -> Path:
+    """Path of a shipped model ('psnr' or 'gan'); it may not exist yet if that model is not released."""
+    return weights_dir() / WEIGHT_NAMES[name]
