@@ -1,0 +1,155 @@
+"""The web app in a real browser: Playwright driving Debian's Chromium (`apt-get install chromium`).
+
+Skipped when /usr/bin/chromium is absent; .ci/install_browser.sh installs it in CI. Screenshots go to
+test-artifacts/ (gitignored) for a human to look at.
+"""
+
+import io
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.filterwarnings("ignore::Warning:gradio.queueing"),  # gradio's own pandas deprecation noise
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's Chromium at /usr/bin/chromium"),
+]
+sync_api = pytest.importorskip("playwright.sync_api")
+
+from progsr import webapp  # noqa: E402
+from progsr.models import ProgressiveGenerator, save_generator, tiny_config  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory):
+    """The app on a free localhost port with a tiny random model (to_rgb heads non-zero, so stages differ)."""
+    root = tmp_path_factory.mktemp("browser_app")
+    torch.manual_seed(3)
+    model = ProgressiveGenerator(tiny_config())
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.05)
+    weights = save_generator(model, root / "tiny.safetensors")
+    config = webapp.AppConfig(model=str(weights), device="cpu", temp_dir=str(root / "requests"))
+    demo = webapp.launch(webapp.build_app(config), host="127.0.0.1", port=0, block=False)
+    yield demo.local_url
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, app_url):
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.set_default_timeout(60_000)
+    page.goto(app_url)
+    yield page
+    page.close()
+
+
+def upload(page, path: Path) -> None:
+    page.locator("#input-image input[type=file]").set_input_files(str(path))
+
+
+def test_upscale_4x_shows_the_result_at_4x(page, tmp_path):
+    from skimage import data
+
+    src = tmp_path / "cat.png"
+    Image.fromarray(data.chelsea()).resize((40, 30), Image.Resampling.BICUBIC).save(src)
+    upload(page, src)
+    page.locator("#info").get_by_text("cat.png: 40x30").wait_for()  # the upload check ran
+    page.locator("#scale").get_by_label("4x").check()
+    page.locator("#run").click()
+
+    info = page.locator("#info").get_by_text("→")
+    info.wait_for()
+    assert re.fullmatch(r"40x30 → 160x120, [\d.]+ s, cpu \(fp32\)", info.inner_text().strip())
+    images = page.locator("#compare img")
+    assert images.count() == 2
+    for k in range(2):  # before (bicubic) and after (progsr), both decoded by the browser at full size
+        images.nth(k).wait_for()
+        page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=images.nth(k).element_handle())
+        assert images.nth(k).evaluate("img => [img.naturalWidth, img.naturalHeight]") == [160, 120]
+
+    link = page.locator("#download a").first
+    assert link.get_attribute("href").endswith("/cat_x4.png")
+    response = page.request.get(link.get_attribute("href"))
+    assert response.ok
+    downloaded = Image.open(io.BytesIO(response.body()))
+    assert downloaded.format == "PNG" and downloaded.size == (160, 120)
+    after = images.nth(1).get_attribute("src")
+    np.testing.assert_array_equal(np.asarray(downloaded.convert("RGB")),
+                                  np.asarray(Image.open(io.BytesIO(page.request.get(after).body())).convert("RGB")))
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "app_upscale_4x.png"), full_page=True)
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"Dear diary, this is not a picture.", "notes.png: not an image file"),
+    (None, "notes.png: corrupt or truncated image"),
+], ids=["text", "truncated-png"])
+def test_non_image_upload_shows_a_readable_error(page, tmp_path, request, content, message):
+    if content is None:  # the first 100 bytes of a real PNG: a valid header, then nothing
+        rng = np.random.default_rng(0)
+        buf = io.BytesIO()
+        Image.fromarray(rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)).save(buf, format="PNG")
+        content = buf.getvalue()[:100]
+    bad = tmp_path / "notes.png"
+    bad.write_bytes(content)
+    upload(page, bad)
+    toast = page.locator(".toast-body").filter(has_text=message)
+    toast.wait_for()
+    assert "Traceback" not in toast.inner_text() and "/tmp" not in toast.inner_text()
+    page.locator("#run").click()  # pressing Upscale anyway gives the same message again (Gradio stacks them)
+    page.wait_for_function("msg => [...document.querySelectorAll('.toast-body')]"
+                           ".map(t => t.innerText.split(msg).length - 1).reduce((a, b) => a + b, 0) >= 2", arg=message)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"app_error_{request.node.callspec.id}.png"))
+
+
+def test_a_bundled_example_upscales(page):
+    examples = webapp.example_images()
+    if not examples:
+        pytest.skip("no bundled examples in progsr/examples")
+    width, height = Image.open(examples[0]).size
+    page.locator("#examples .gallery-item").first.click()  # the first example thumbnail
+    page.locator("#input-image img").wait_for()  # loaded into the input
+    page.locator("#scale").get_by_label("2x").check()
+    page.locator("#run").click()
+    info = page.locator("#info").get_by_text("→")
+    info.wait_for()
+    assert info.inner_text().startswith(f"{width}x{height} → {2 * width}x{2 * height}, ")
+    link = page.locator("#download a").first
+    assert link.get_attribute("href").endswith(f"/{examples[0].stem}_x2.png")
+
+
+def test_advanced_jpg_output_warns_that_alpha_is_dropped(page, tmp_path):
+    src = tmp_path / "logo.png"
+    rng = np.random.default_rng(1)
+    Image.fromarray(rng.integers(0, 256, (20, 30, 4), dtype=np.uint8), "RGBA").save(src)
+    upload(page, src)
+    page.locator("#info").get_by_text("logo.png: 30x20").wait_for()
+    page.get_by_text("Advanced").click()
+    page.locator("#format").get_by_label("jpg").check()
+    page.locator("#run").click()
+    page.locator(".toast-body").filter(has_text="logo_x4.jpg: JPEG has no alpha channel").wait_for()
+    page.locator("#info").get_by_text("30x20 → 120x80").wait_for()
+    response = page.request.get(page.locator("#download a").first.get_attribute("href"))
+    downloaded = Image.open(io.BytesIO(response.body()))
+    assert downloaded.format == "JPEG" and downloaded.mode == "RGB" and downloaded.size == (120, 80)
