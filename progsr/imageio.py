@@ -1,18 +1,155 @@
-"""Reading and writing image files. Every file that enters or leaves progsr passes through here."""
+"""Reading and writing image files. Every file that enters or leaves progsr passes through here.
+
+What goes in comes out the same kind: grey stays grey (HxW), grey+alpha is HxWx2, colour HxWx3,
+colour+alpha HxWx4; 8-bit files give uint8 and 16-bit PNG/TIFF give uint16 (never squeezed through
+8 bits). Palette images become RGB or RGBA. EXIF orientation is applied to the pixels, and the ICC
+profile and EXIF block travel alongside (orientation reset to 1) so that writers can carry them over.
+
+Pillow reads 16-bit colour PNG/TIFF as 8-bit, so those are decoded with OpenCV instead; Pillow
+cannot write them either, so 16-bit colour PNG is encoded by OpenCV (with the ICC/EXIF chunks added
+here) and 16-bit colour TIFF by tifffile. Writes are atomic: a temp file beside the target, then
+os.replace, so a failed or interrupted write never leaves a partial output file.
+"""
 
 from __future__ import annotations
 
+import io
+import os
+import secrets
+import struct
+import warnings
+import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from progsr.errors import UserError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
+# Output format name (Pillow's) for each writable suffix.
+FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF"}
+ORIENTATION = 0x0112
 
 
-def _open(path: Path) -> Image.Image:
+@dataclass
+class ImageData:
+    """Decoded pixels plus the metadata a writer should carry over."""
+
+    pixels: np.ndarray  # uint8/uint16: HxW grey, HxWx2 grey+alpha, HxWx3 RGB, HxWx4 RGBA
+    icc_profile: bytes | None = None
+    exif: bytes | None = None  # orientation already applied to `pixels` and reset to 1 here
+    format: str | None = None  # Pillow's name for the source format ("PNG", "JPEG", ...), None for in-memory images
+
+
+def check_pixels(width: int, height: int, max_pixels: int | None, name) -> None:
+    """Raise a UserError pointing at --max-pixels when width*height is above the limit."""
+    if max_pixels is not None and width * height > max_pixels:
+        raise UserError(
+            f"{name}: {width}x{height} image ({width * height} pixels) is above the pixel limit of {max_pixels}; "
+            "raise it with --max-pixels (Upscaler(max_pixels=...))"
+        )
+
+
+def apply_orientation(pixels: np.ndarray, orientation: int) -> np.ndarray:
+    """Turn raw pixels (HxW or HxWxC) upright according to an EXIF orientation value (1-8)."""
+    ops = {
+        2: lambda a: a[:, ::-1],  # mirrored left-right
+        3: lambda a: a[::-1, ::-1],  # rotated 180
+        4: lambda a: a[::-1],  # mirrored top-bottom
+        5: lambda a: a.swapaxes(0, 1),  # transposed
+        6: lambda a: np.rot90(a, -1),  # needs 90 degrees clockwise
+        7: lambda a: np.rot90(a, 2).swapaxes(0, 1),  # transversed
+        8: lambda a: np.rot90(a, 1),  # needs 90 degrees counter-clockwise
+    }
+    op = ops.get(orientation)
+    return np.ascontiguousarray(op(pixels)) if op else pixels
+
+
+def _pil_pixels(img: Image.Image) -> np.ndarray:
+    """Pixels of a loaded Pillow image in progsr's layouts (no orientation applied)."""
+    mode = img.mode
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        return np.asarray(img, dtype=np.uint32).clip(0, 65535).astype(np.uint16)
+    if mode == "F":
+        raise UserError(f"{img.filename or 'image'}: 32-bit float images are not supported; convert to 16-bit first")
+    if mode in ("L", "LA", "RGB", "RGBA"):
+        return np.asarray(img)
+    if mode == "1":
+        return np.asarray(img.convert("L"))
+    if mode == "La":
+        return np.asarray(img.convert("LA"))
+    has_alpha = mode in ("PA", "RGBa") or "transparency" in img.info
+    return np.asarray(img.convert("RGBA" if has_alpha else "RGB"))
+
+
+def _pil_metadata(img: Image.Image) -> tuple[int, bytes | None, bytes | None]:
+    """(EXIF orientation, ICC profile, EXIF bytes with orientation reset) of a Pillow image."""
+    orientation = int(img.getexif().get(ORIENTATION, 1) or 1)
+    icc = img.info.get("icc_profile") or None
+    if img.mode == "CMYK":
+        icc = None  # a CMYK profile does not describe the RGB pixels we produce
+    exif = None
+    raw = img.info.get("exif")  # JPEG APP1, PNG eXIf, WebP EXIF; TIFF tags are not an EXIF block
+    if raw:
+        parsed = Image.Exif()
+        try:
+            parsed.load(raw)
+            if ORIENTATION in parsed:
+                parsed[ORIENTATION] = 1
+            exif = parsed.tobytes()
+        except Exception:  # unparsable EXIF is dropped, not fatal
+            exif = None
+    return orientation, icc, exif
+
+
+def from_pil(img: Image.Image) -> ImageData:
+    """An in-memory Pillow image as ImageData (orientation applied, metadata kept)."""
+    img.load()
+    orientation, icc, exif = _pil_metadata(img)
+    return ImageData(apply_orientation(_pil_pixels(img), orientation), icc, exif, None)
+
+
+def _is_16bit_colour(img: Image.Image) -> bool:
+    """True for 16-bit colour PNG/TIFF, which Pillow would decode to 8 bits. Call before load()."""
+    for tile in img.tile or []:
+        args = tile[3] if len(tile) > 3 else None
+        rawmode = args[0] if isinstance(args, tuple) else args
+        if isinstance(rawmode, str) and ";16" in rawmode and rawmode.split(";")[0] in ("RGB", "RGBA", "LA"):
+            return True
+    return False
+
+
+def _decode_16bit(path: Path, rawmode_la: bool) -> np.ndarray:
+    import cv2
+
+    data = np.fromfile(str(path), dtype=np.uint8)
+    arr = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)  # also ignores orientation: applied by the caller
+    if arr is None or arr.dtype != np.uint16 or arr.ndim != 3:
+        raise UserError(f"{path}: corrupt 16-bit image (OpenCV could not decode it)")
+    if arr.shape[2] == 4:
+        arr = arr[:, :, [2, 1, 0, 3]]
+        return np.ascontiguousarray(arr[:, :, [0, 3]] if rawmode_la else arr)
+    return np.ascontiguousarray(arr[:, :, ::-1])
+
+
+def read_image(path, max_pixels: int | None = None) -> ImageData:
+    """Decode an image file: pixels in progsr's layouts at full bit depth, EXIF orientation applied, ICC/EXIF kept.
+
+    Raises UserError for a missing/empty/corrupt/non-image file or one above `max_pixels` (checked before decoding).
+    """
+    path = Path(path)
+    img = _open_lazy(path, max_pixels)
+    sixteen = _is_16bit_colour(img)
+    la = img.mode == "LA"
+    img = _load(img, path)
+    orientation, icc, exif = _pil_metadata(img)
+    pixels = _decode_16bit(path, la) if sixteen else _pil_pixels(img)
+    return ImageData(apply_orientation(pixels, orientation), icc, exif, img.format)
+
+
+def _open_lazy(path: Path, max_pixels: int | None) -> Image.Image:
     if not path.exists():
         raise UserError(f"{path}: no such file")
     if path.is_dir():
@@ -21,23 +158,163 @@ def _open(path: Path) -> Image.Image:
         raise UserError(f"{path}: empty file (0 bytes)")
     try:
         img = Image.open(path)
-        img.load()
     except UnidentifiedImageError:
         raise UserError(f"{path}: not an image file (or a format Pillow cannot read)") from None
-    except (OSError, SyntaxError, ValueError) as err:
+    except Image.DecompressionBombError as err:
+        raise UserError(f"{path}: refused by Pillow's decompression-bomb check ({err})") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as err:
+        raise UserError(f"{path}: corrupt or truncated image ({err})") from None
+    check_pixels(img.width, img.height, max_pixels, path)  # before decoding a single pixel
+    return img
+
+
+def _load(img: Image.Image, path: Path) -> Image.Image:
+    try:
+        img.load()
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error) as err:
         raise UserError(f"{path}: corrupt or truncated image ({err})") from None
     return img
 
 
-def read_array(path) -> np.ndarray:
-    """Pixels of an image file as uint8 (or uint16 for 16-bit files), HxW for grey or HxWxC, EXIF orientation applied."""
+def read_array(path, max_pixels: int | None = None) -> np.ndarray:
+    """Pixels of an image file as uint8 (or uint16 for 16-bit files), HxW for grey or HxWxC, EXIF orientation applied.
+
+    Grey+alpha comes back as RGBA here (C is 3 or 4); read_image keeps it as HxWx2.
+    """
+    pixels = read_image(path, max_pixels).pixels
+    if pixels.ndim == 3 and pixels.shape[2] == 2:
+        grey, alpha = pixels[:, :, :1], pixels[:, :, 1:]
+        pixels = np.concatenate([grey, grey, grey, alpha], axis=2)
+    return pixels
+
+
+# ----------------------------------------------------------------------------------------------- writing
+
+
+def format_for(path) -> str:
+    """Pillow's format name for an output path's suffix; UserError for a suffix progsr cannot write."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in FORMATS:
+        raise UserError(f"{path}: cannot write '{suffix or '(no suffix)'}' files; use one of {sorted(FORMATS)}")
+    return FORMATS[suffix]
+
+
+def _to_8bit(pixels: np.ndarray) -> np.ndarray:
+    if pixels.dtype == np.uint16:
+        return ((pixels.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)  # round(x / 257)
+    return pixels
+
+
+def _drop_alpha(pixels: np.ndarray) -> np.ndarray:
+    return pixels[:, :, 0] if pixels.shape[2] == 2 else pixels[:, :, :3]
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def _png_with_metadata(png: bytes, icc: bytes | None, exif: bytes | None) -> bytes:
+    """Insert iCCP/eXIf chunks right after IHDR (signature 8 bytes + IHDR chunk 25 bytes)."""
+    extra = b""
+    if icc:
+        extra += _png_chunk(b"iCCP", b"ICC Profile\0\0" + zlib.compress(icc))
+    if exif:
+        extra += _png_chunk(b"eXIf", exif[6:] if exif.startswith(b"Exif\0\0") else exif)
+    return png[:33] + extra + png[33:]
+
+
+def _encode(pixels: np.ndarray, fmt: str, icc: bytes | None, exif: bytes | None, quality: int, name) -> bytes:
+    """Encode pixels to the bytes of one file; warns (warnings.warn) about anything the format cannot hold."""
+    if pixels.dtype not in (np.uint8, np.uint16):
+        raise TypeError(f"write_image wants uint8 or uint16 pixels, got {pixels.dtype}")
+    has_alpha = pixels.ndim == 3 and pixels.shape[2] in (2, 4)
+    if fmt in ("JPEG", "BMP") and has_alpha:
+        warnings.warn(f"{name}: {fmt} has no alpha channel; transparency dropped", stacklevel=3)
+        pixels, has_alpha = _drop_alpha(pixels), False
+    if pixels.dtype == np.uint16 and fmt not in ("PNG", "TIFF"):
+        warnings.warn(f"{name}: {fmt} stores 8 bits per channel; 16-bit output reduced to 8 bits", stacklevel=3)
+        pixels = _to_8bit(pixels)
+    if pixels.dtype == np.uint16 and pixels.ndim == 3:  # 16-bit colour: beyond Pillow
+        if pixels.shape[2] == 2:  # 16-bit grey+alpha: OpenCV/tifffile want 1, 3 or 4 channels
+            grey, alpha = pixels[:, :, :1], pixels[:, :, 1:]
+            pixels = np.concatenate([grey, grey, grey, alpha], axis=2)
+        if fmt == "PNG":
+            import cv2
+
+            bgr = pixels[:, :, [2, 1, 0, 3]] if pixels.shape[2] == 4 else pixels[:, :, ::-1]
+            ok, buf = cv2.imencode(".png", np.ascontiguousarray(bgr))
+            if not ok:
+                raise UserError(f"{name}: OpenCV could not encode a 16-bit PNG")
+            return _png_with_metadata(buf.tobytes(), icc, exif)
+        import tifffile
+
+        if exif:
+            warnings.warn(f"{name}: EXIF is not written to 16-bit colour TIFF (ICC profile kept)", stacklevel=3)
+        extratags = [(34675, 7, len(icc), icc, True)] if icc else []  # InterColorProfile, UNDEFINED bytes
+        buf = io.BytesIO()
+        tifffile.imwrite(buf, pixels, photometric="rgb", compression="zlib", extratags=extratags)
+        return buf.getvalue()
+    if fmt == "WEBP" and pixels.ndim == 3 and pixels.shape[2] == 2:
+        grey, alpha = pixels[:, :, :1], pixels[:, :, 1:]
+        pixels = np.concatenate([grey, grey, grey, alpha], axis=2)
+    mode = {2: "LA", 3: "RGB", 4: "RGBA"}[pixels.shape[2]] if pixels.ndim == 3 else None
+    img = Image.fromarray(np.ascontiguousarray(pixels), mode) if mode else Image.fromarray(np.ascontiguousarray(pixels))
+    options = {}
+    if fmt != "BMP" and icc:
+        options["icc_profile"] = icc
+    if fmt in ("PNG", "JPEG", "WEBP") and exif:
+        options["exif"] = exif
+    if fmt in ("JPEG", "WEBP"):
+        options["quality"] = quality
+    if fmt == "TIFF":
+        options["compression"] = "tiff_deflate"
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **options)
+    return buf.getvalue()
+
+
+def write_bytes_atomic(path, data: bytes) -> None:
+    """Write bytes to `path` via a temp file in the same folder and os.replace: all or nothing."""
     path = Path(path)
-    img = ImageOps.exif_transpose(_open(path))
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        return np.asarray(img, dtype=np.uint32).clip(0, 65535).astype(np.uint16)
-    if img.mode in ("L", "RGB", "RGBA"):
-        return np.asarray(img)
-    if img.mode == "LA":
-        return np.asarray(img.convert("RGBA"))
-    has_alpha = img.mode in ("PA", "RGBa", "LA") or "transparency" in img.info
-    return np.asarray(img.convert("RGBA" if has_alpha else "RGB"))
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+    try:
+        # os.open honours the umask (mkstemp would leave the output 0600).
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"{path}: cannot write ({err.strerror or err})") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_image(path, pixels: np.ndarray, icc_profile: bytes | None = None, exif: bytes | None = None,
+                quality: int = 95) -> None:
+    """Write uint8/uint16 pixels (progsr layouts) atomically; the format follows the suffix.
+
+    16-bit stays 16-bit in PNG/TIFF; JPEG/BMP drop alpha and JPEG/WebP/BMP reduce 16-bit to 8-bit,
+    each with a warnings.warn. The ICC profile is written where the format allows, EXIF to PNG/JPEG/WebP.
+    """
+    fmt = format_for(path)
+    write_bytes_atomic(path, _encode(np.asarray(pixels), fmt, icc_profile, exif, quality, path))
+
+
+def to_pil(data: ImageData) -> Image.Image:
+    """ImageData as a Pillow image (16-bit colour becomes 8-bit: Pillow has no 16-bit RGB mode)."""
+    pixels = data.pixels
+    if pixels.dtype == np.uint16 and pixels.ndim == 3:
+        pixels = _to_8bit(pixels)
+    if pixels.ndim == 2:
+        img = Image.fromarray(np.ascontiguousarray(pixels))  # uint8 -> L, uint16 -> I;16
+    else:
+        img = Image.fromarray(np.ascontiguousarray(pixels), {2: "LA", 3: "RGB", 4: "RGBA"}[pixels.shape[2]])
+    if data.icc_profile:
+        img.info["icc_profile"] = data.icc_profile  # Pillow's PNG/JPEG/WebP savers pick it up from info
+    if data.exif:
+        img.info["exif"] = data.exif
+    return img

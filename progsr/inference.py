@@ -1,0 +1,513 @@
+"""Upscaler: everything between "an image" and "the upscaled image", in one place.
+
+Order of work for one image (Real-ESRGAN's recipe, with blended tiles instead of hard seams):
+  1. split colour and alpha; grey is run as RGB and converted back at the end;
+  2. pre-pad the colour with a reflection of the image so borders see context like the interior;
+  3. cut the padded image into equal tiles that overlap by `tile_overlap` LR pixels (or run it whole
+     when it fits in memory), run them in batches under inference_mode, channels_last and
+     autocast (fp32 on CPU, bf16/fp16 on CUDA), and blend them with a smooth window: each tile's
+     weight is 0 on the outer quarter of the overlap (the pixels that saw a tile edge instead of the
+     image), rises as a raised cosine over the middle half, and is 1 inside. The windows of two
+     neighbours sum to one, so the result equals the whole-image result up to the network's
+     sensitivity to context beyond `tile_overlap / 4` pixels;
+  4. crop the pre-pad, then for --outscale/--size run the smallest model scale >= the factor and
+     shrink with MATLAB bicubic (antialiased) to the exact size; alpha is resized directly to the
+     output size with MATLAB bicubic and clamped;
+  5. clamp to [0, 1] and return the input's dtype (uint8, uint16 or float) and layout.
+A CUDA out-of-memory error halves the tile batch, then the tile size, and tries again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import threading
+import warnings
+from collections import OrderedDict
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from progsr.errors import UserError
+from progsr.imageio import ImageData, check_pixels, from_pil, read_image, to_pil, write_image
+
+DEFAULT_MAX_PIXELS = 16_777_216  # input pixels (4096 x 4096); the output has scale^2 times as many
+DEFAULT_TILE_OVERLAP = 32  # LR pixels shared by neighbouring tiles
+DEFAULT_PRE_PAD = 8  # LR pixels of reflection around the image
+MIN_TILE = 32
+MAX_AUTO_TILE = 1024
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+LUMA = (0.299, 0.587, 0.114)  # ITU-R 601 weights, as Pillow's convert("L"): RGB output -> grey
+
+Progress = Callable[[int, int], None]  # progress(done_tiles, total_tiles)
+
+
+def resolve_device(device="auto") -> torch.device:
+    """'auto' -> the current CUDA device if there is one, else the CPU; UserError for unusable devices."""
+    if device is None or device == "auto":
+        return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise UserError(f"--device {device}: not a device name (use auto, cpu, cuda or cuda:N)") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {device}: no CUDA device is available")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise UserError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type != "cpu":
+        raise UserError(f"--device {device}: only cpu and cuda are supported")
+    return dev
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
+    """'auto' -> fp32 on CPU, bf16 on CUDA where supported else fp16."""
+    if precision in (None, "auto"):
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    if precision not in PRECISIONS:
+        raise UserError(f"--precision {precision}: choose auto, fp32, fp16 or bf16")
+    return PRECISIONS[precision]
+
+
+def _is_oom(err: BaseException) -> bool:
+    if isinstance(err, torch.OutOfMemoryError):
+        return True
+    text = str(err)
+    return isinstance(err, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
+    """Start offsets of equal tiles covering [0, length) with neighbours sharing at least `overlap` pixels."""
+    if length <= tile:
+        return [0]
+    n = math.ceil((length - overlap) / (tile - overlap))
+    return [i * (length - tile) // (n - 1) for i in range(n)]  # floor keeps every step <= tile - overlap
+
+
+def blend_ramp(length: int, overlap: int, scale: int, rise: bool, fall: bool) -> torch.Tensor:
+    """1-D weights over a tile's `length * scale` output pixels (see the module docstring).
+
+    `rise`/`fall`: whether the tile has a neighbour before/after it (an image edge gets weight 1).
+    """
+    n = length * scale
+    w = torch.ones(n, dtype=torch.float64)
+    margin, ramp = (overlap // 4) * scale, (overlap - 2 * (overlap // 4)) * scale
+    pos = torch.arange(n, dtype=torch.float64) + 0.5
+    for on, dist in ((rise, pos), (fall, n - pos)):
+        if on and ramp > 0:
+            t = ((dist - margin) / ramp).clamp(0, 1)
+            w = w * (0.5 - 0.5 * torch.cos(math.pi * t))
+        elif on:  # no ramp (overlap < 2): a hard cut halfway into the margin
+            w = w * (dist > margin).double()
+    return w.float()
+
+
+def _memory_available(device: torch.device) -> int:
+    """Bytes free for activations: CUDA's free memory, or the CPU's MemAvailable."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 4 << 30
+
+
+def _to_float(pixels: np.ndarray) -> np.ndarray:
+    if pixels.dtype == np.uint8:
+        return pixels.astype(np.float32) / 255.0
+    if pixels.dtype == np.uint16:
+        return pixels.astype(np.float32) / 65535.0
+    if np.issubdtype(pixels.dtype, np.floating):
+        return np.clip(pixels.astype(np.float32), 0.0, 1.0)
+    raise UserError(f"unsupported pixel type {pixels.dtype} (use uint8, uint16 or float in [0, 1])")
+
+
+def _from_float(x: torch.Tensor, dtype: np.dtype) -> np.ndarray:
+    """float tensor in [0, 1] (any shape) -> numpy of `dtype`, rounded to the nearest level for integers."""
+    x = x.clamp(0, 1)
+    if dtype == np.uint8:
+        return (x * 255).round_().to(torch.uint8).numpy()
+    if dtype == np.uint16:
+        return (x.double() * 65535).round_().to(torch.int32).numpy().astype(np.uint16)
+    return x.numpy().astype(dtype)
+
+
+class Upscaler:
+    """Loads a generator once and upscales PIL images, numpy arrays or files with it.
+
+    model: "psnr" or "gan" (the shipped weights in weights/) or a path to a generator .safetensors.
+    device: "auto", "cpu", "cuda" or "cuda:N". precision: "auto" (fp32 on CPU, bf16/fp16 on CUDA),
+    "fp32", "fp16" or "bf16". tile: LR tile size in pixels, or None to pick it from free memory
+    (whole image when it fits). tile_overlap: LR pixels shared by neighbouring tiles. tile_batch:
+    tiles per forward pass (None: as many as memory allows, at most 16). realism: None to use `model`
+    as is, or r in [0, 1] to blend the shipped psnr (0) and gan (1) weights. max_pixels: the largest
+    input accepted (None: no limit). pre_pad: LR pixels of reflection added around the image (and cropped
+    off the result). compile: run the model through torch.compile.
+    """
+
+    def __init__(self, model="psnr", device="auto", precision="auto", tile: int | None = None,
+                 tile_overlap: int = DEFAULT_TILE_OVERLAP, tile_batch: int | None = None,
+                 realism: float | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+                 pre_pad: int = DEFAULT_PRE_PAD, compile: bool = False):
+        from progsr.models.io import load_generator
+
+        if tile_overlap < 0:
+            raise UserError(f"--tile-overlap {tile_overlap}: must be >= 0")
+        if tile is not None and (tile < MIN_TILE or tile < 2 * tile_overlap):
+            raise UserError(f"--tile {tile}: must be >= {MIN_TILE} and >= twice --tile-overlap ({tile_overlap})")
+        if tile_batch is not None and tile_batch < 1:
+            raise UserError(f"tile_batch {tile_batch}: must be >= 1")
+        if max_pixels is not None and max_pixels < 1:
+            raise UserError(f"--max-pixels {max_pixels}: must be >= 1")
+        self.device = resolve_device(device)
+        self.dtype = resolve_precision(precision, self.device)
+        self.tile, self.tile_overlap, self.tile_batch = tile, tile_overlap, tile_batch
+        self.max_pixels, self.pre_pad = max_pixels, pre_pad
+        self._lock = threading.RLock()
+        self._blends: OrderedDict[float, dict] = OrderedDict()  # realism -> blended state dict (CPU)
+        self._shipped: dict[str, dict] = {}  # the psnr and gan state dicts (CPU), loaded when first needed
+        self._bytes_per_pixel: dict[int, float] = {}
+        self._tile_cap: int | None = None  # lowered after an out-of-memory retry
+
+        self._blendable = model in ("psnr", "gan")
+        if realism is not None:
+            if not self._blendable:
+                raise UserError("--realism blends the shipped psnr and gan models; it cannot be used with --model PATH")
+            self.model_name = "psnr+gan"
+            base = "gan" if float(realism) == 1.0 else "psnr"  # the architecture; set_realism loads the weights
+            self.model, self.metadata = load_generator(shipped_model_path(base), "cpu")
+        else:
+            path = shipped_model_path(model) if model in ("psnr", "gan") else Path(model)
+            self.model_name = str(model)
+            self.model, self.metadata = load_generator(path, "cpu")
+        self.realism = None
+        if realism is not None:
+            self.set_realism(realism)
+        self.model = self.model.to(self.device, memory_format=torch.channels_last).eval()
+        self.model.requires_grad_(False)
+        self.max_scale = self.model.config.max_scale
+        self.scales = tuple(2**k for k in range(1, self.model.config.num_stages + 1))
+        self._forward = torch.compile(self.model) if compile else self.model
+
+    # ------------------------------------------------------------------------------------------ realism
+
+    def set_realism(self, realism: float) -> None:
+        """Switch to the blend (1 - r) * psnr + r * gan of the shipped weights; each r is computed once and cached.
+
+        r = 0 needs only the psnr weights and r = 1 only the gan weights.
+        """
+        r = float(realism)
+        if not 0.0 <= r <= 1.0:
+            raise UserError(f"--realism {realism}: must be between 0 and 1")
+        if not self._blendable:
+            raise UserError(f"realism blends the shipped psnr and gan models; this Upscaler runs {self.model_name}")
+        key = round(r, 4)
+        with self._lock:
+            if key == self.realism:
+                return
+            if key not in self._blends:
+                if key == 0.0:
+                    state = self._shipped_state("psnr")
+                elif key == 1.0:
+                    state = self._shipped_state("gan")
+                else:
+                    psnr, gan = self._shipped_state("psnr"), self._shipped_state("gan")
+                    state = {k: torch.lerp(psnr[k], gan[k], key) if psnr[k].is_floating_point() else psnr[k]
+                             for k in psnr}
+                self._blends[key] = state
+                while len(self._blends) > 8:
+                    self._blends.popitem(last=False)
+            self._blends.move_to_end(key)
+            self.model.load_state_dict(self._blends[key])  # copies into the parameters on their device
+            self.realism = key
+
+    def _shipped_state(self, name: str) -> dict:
+        """The CPU state dict of a shipped model, loaded once; UserError if its architecture differs."""
+        from progsr.models.io import load_generator
+
+        if name not in self._shipped:
+            model, _ = load_generator(shipped_model_path(name), "cpu")
+            if model.config != self.model.config:
+                raise UserError(f"--realism: the shipped psnr and gan models have different architectures "
+                                f"({self.model.config} vs {model.config}); cannot blend them")
+            self._shipped[name] = model.state_dict()
+        return self._shipped[name]
+
+    # ------------------------------------------------------------------------------------------ planning
+
+    def plan(self, height: int, width: int, scale: int = 8, outscale: float | None = None,
+             size: tuple[int, int] | None = None) -> tuple[int, tuple[int, int]]:
+        """(model scale to run, (out_height, out_width)) for an input of height x width."""
+        if outscale is not None and size is not None:
+            raise UserError("give --outscale or --size, not both")
+        if outscale is not None:
+            factor = float(outscale)
+            if not 0 < factor <= self.max_scale:
+                raise UserError(f"--outscale {outscale}: must be in (0, {self.max_scale}] for this model")
+            out_hw = (max(1, round(height * factor)), max(1, round(width * factor)))
+        elif size is not None:
+            out_w, out_h = int(size[0]), int(size[1])
+            if out_w < 1 or out_h < 1:
+                raise UserError(f"--size {size[0]}x{size[1]}: width and height must be positive")
+            factor = max(out_h / height, out_w / width)
+            if factor > self.max_scale:
+                raise UserError(f"--size {out_w}x{out_h}: needs x{factor:.3g} from {width}x{height}, "
+                                f"above this model's x{self.max_scale}")
+            out_hw = (out_h, out_w)
+        else:
+            if scale not in self.scales:
+                raise UserError(f"--scale {scale}: not supported; choose one of {', '.join(map(str, self.scales))}")
+            return scale, (height * scale, width * scale)
+        return next(s for s in self.scales if s >= factor - 1e-9), out_hw
+
+    # ------------------------------------------------------------------------------------------ public API
+
+    def upscale(self, img, scale: int = 8, outscale: float | None = None, size: tuple[int, int] | None = None,
+                progress: Progress | None = None, realism: float | None = None):
+        """Upscale a PIL image, numpy array (uint8/uint16/float [0, 1]; HxW, HxWx1..4) or image path.
+
+        Returns the same kind: PIL in -> PIL out (palette becomes RGB/RGBA), numpy in -> numpy of the same
+        dtype and channel layout, and a path (str or Path) -> a PIL image. 16-bit colour files come back as
+        8-bit PIL images (Pillow has no 16-bit RGB mode): use upscale_file or a numpy array to keep 16 bits.
+        `outscale` (a factor) or `size` (width, height) give an exact output size instead of `scale`.
+        `realism`, when given, switches the blend first (see set_realism).
+        """
+        kind, data = self._as_data(img)
+        out = self.upscale_pixels(data.pixels, scale, outscale, size, progress, realism)
+        return self._as_kind(kind, ImageData(out, data.icc_profile, data.exif, data.format))
+
+    def upscale_stages(self, img, scale: int = 8, progress: Progress | None = None,
+                       realism: float | None = None) -> Iterator[tuple[int, object]]:
+        """Yield (stage_scale, image) for x2, x4, ... up to `scale`, each as soon as it is ready (for previews).
+
+        Images are the same kind as upscale returns. Each stage is its own run of the network, so the
+        x2 preview comes quickly; the extra cost over upscale alone is the smaller stages' runs.
+        """
+        kind, data = self._as_data(img)
+        if scale not in self.scales:
+            raise UserError(f"--scale {scale}: not supported; choose one of {', '.join(map(str, self.scales))}")
+        for s in self.scales:
+            if s > scale:
+                break
+            out = self.upscale_pixels(data.pixels, s, None, None, progress, realism)
+            yield s, self._as_kind(kind, ImageData(out, data.icc_profile, data.exif, data.format))
+
+    def upscale_file(self, src, dst, scale: int = 8, outscale: float | None = None,
+                     size: tuple[int, int] | None = None, progress: Progress | None = None,
+                     quality: int = 95) -> tuple[tuple[int, int], tuple[int, int]]:
+        """Upscale one file to another at full bit depth with ICC/EXIF carried over; the write is atomic.
+
+        Returns ((in_width, in_height), (out_width, out_height)).
+        """
+        data = read_image(src, self.max_pixels)
+        self.plan(data.pixels.shape[0], data.pixels.shape[1], scale, outscale, size)  # bad options before work
+        out = self.upscale_pixels(data.pixels, scale, outscale, size, progress)
+        write_image(dst, out, data.icc_profile, data.exif, quality)
+        return (data.pixels.shape[1], data.pixels.shape[0]), (out.shape[1], out.shape[0])
+
+    def upscale_pixels(self, pixels: np.ndarray, scale: int = 8, outscale: float | None = None,
+                       size: tuple[int, int] | None = None, progress: Progress | None = None,
+                       realism: float | None = None) -> np.ndarray:
+        """The numpy core: HxW / HxWxC (C = 1..4) uint8, uint16 or float -> the same dtype and layout."""
+        pixels = np.asarray(pixels)
+        if pixels.ndim not in (2, 3) or (pixels.ndim == 3 and not 1 <= pixels.shape[2] <= 4):
+            raise UserError(f"expected an HxW or HxWxC image with C in 1..4, got shape {pixels.shape}")
+        height, width = pixels.shape[:2]
+        if height < 1 or width < 1:
+            raise UserError(f"empty image ({width}x{height})")
+        check_pixels(width, height, self.max_pixels, "image")
+        model_scale, out_hw = self.plan(height, width, scale, outscale, size)
+        channels = 1 if pixels.ndim == 2 else pixels.shape[2]
+        values = _to_float(pixels).reshape(height, width, channels)
+        colour = values[:, :, :3] if channels >= 3 else np.repeat(values[:, :, :1], 3, axis=2)
+        alpha = values[:, :, channels - 1] if channels in (2, 4) else None
+
+        with self._lock:
+            if realism is not None:
+                self.set_realism(realism)
+            x = torch.from_numpy(np.ascontiguousarray(colour)).permute(2, 0, 1)[None]  # 1x3xHxW
+            y = self._run(x, model_scale, progress)[0]  # 3 x H*s x W*s, float32 CPU
+        if tuple(y.shape[-2:]) != out_hw:
+            y = _imresize(y, out_hw)
+        if channels < 3:  # the RGB result as grey, as Pillow's convert("L") would make it
+            y = y.clamp(0, 1)
+            y = sum(w * y[c] for c, w in enumerate(LUMA))[None]
+        planes = [y]
+        if alpha is not None:
+            planes.append(_imresize(torch.from_numpy(np.ascontiguousarray(alpha))[None], out_hw))
+        out = _from_float(torch.cat(planes).permute(1, 2, 0), pixels.dtype)
+        return out[:, :, 0] if pixels.ndim == 2 else out
+
+    # ------------------------------------------------------------------------------------------ the engine
+
+    def _run(self, x: torch.Tensor, scale: int, progress: Progress | None) -> torch.Tensor:
+        """Upscale a 1x3xHxW float32 CPU tensor by `scale`: pre-pad, tile or whole, blend, crop; unclamped."""
+        _, _, h, w = x.shape
+        ph, pw = min(self.pre_pad, h - 1), min(self.pre_pad, w - 1)
+        padded = F.pad(x, (pw, pw, ph, ph), mode="reflect") if ph or pw else x
+        tile, batch = self._choose_tiling(padded.shape[-2], padded.shape[-1], scale)
+        while True:
+            try:
+                out = self._run_tiles(padded, scale, tile, batch, progress)
+                break
+            except Exception as err:  # noqa: BLE001 - only out-of-memory errors are retried
+                if not _is_oom(err):
+                    raise
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                tile = min(tile, max(padded.shape[-2], padded.shape[-1]))
+                if batch > 1:
+                    batch //= 2
+                elif tile // 2 >= max(MIN_TILE, 2 * self.tile_overlap):
+                    tile //= 2
+                    self._tile_cap = tile
+                else:
+                    raise UserError(f"out of memory on {self.device} even with {tile}px tiles; "
+                                    "try --device cpu or a smaller --tile-overlap") from None
+                warnings.warn(f"out of memory on {self.device}; retrying with {tile}px tiles, batch {batch}",
+                              stacklevel=2)
+        return out[:, :, ph * scale: (ph + h) * scale, pw * scale: (pw + w) * scale]
+
+    def _choose_tiling(self, h: int, w: int, scale: int) -> tuple[int, int]:
+        """(tile, batch) for a padded h x w input: the user's tile or one sized to free memory."""
+        per_pixel = self._activation_bytes_per_pixel(scale)
+        budget = _memory_available(self.device) * (0.6 if self.device.type == "cuda" else 0.25)
+        tile = self.tile
+        if tile is None:
+            if h * w * per_pixel <= budget:
+                tile = max(h, w)  # the whole image in one pass
+            else:
+                tile = int(math.sqrt(budget / per_pixel)) // 8 * 8
+                tile = max(min(tile, MAX_AUTO_TILE), MIN_TILE, 2 * self.tile_overlap)
+        if self._tile_cap is not None:
+            tile = min(tile, self._tile_cap)
+        batch = self.tile_batch
+        if batch is None:
+            batch = int(budget // (min(tile, h) * min(tile, w) * per_pixel))
+            batch = max(1, min(batch, 16))
+        return tile, batch
+
+    def _activation_bytes_per_pixel(self, scale: int) -> float:
+        """Peak activation bytes per input pixel at `scale`, measured once on a small probe."""
+        if scale in self._bytes_per_pixel:
+            return self._bytes_per_pixel[scale]
+        side = 32
+        probe = torch.rand(1, 3, side, side, device=self.device).contiguous(memory_format=torch.channels_last)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            base = torch.cuda.memory_allocated(self.device)
+            with self._inference():
+                self.model(probe, scale=scale)
+            torch.cuda.synchronize(self.device)
+            peak = torch.cuda.max_memory_allocated(self.device) - base
+            estimate = 1.25 * peak / side**2
+        else:  # no allocator statistics on the CPU: the largest activation, times the few alive at once
+            largest = [0]
+
+            def hook(_module, _inputs, output):
+                if isinstance(output, torch.Tensor):
+                    largest[0] = max(largest[0], output.numel() * output.element_size())
+
+            handles = [m.register_forward_hook(hook) for m in self.model.modules() if not list(m.children())]
+            try:
+                with self._inference():
+                    self.model(probe, scale=scale)
+            finally:
+                for handle in handles:
+                    handle.remove()
+            estimate = 4.0 * largest[0] / side**2
+        self._bytes_per_pixel[scale] = estimate
+        return estimate
+
+    @contextlib.contextmanager
+    def _inference(self):
+        """inference_mode plus autocast to the chosen precision (a no-op for fp32)."""
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=self.dtype,
+                                                    enabled=self.dtype != torch.float32):
+            yield
+
+    def _run_tiles(self, padded: torch.Tensor, scale: int, tile: int, batch: int,
+                   progress: Progress | None) -> torch.Tensor:
+        _, _, h, w = padded.shape
+        th, tw = min(tile, h), min(tile, w)
+        ys, xs = tile_starts(h, th, self.tile_overlap), tile_starts(w, tw, self.tile_overlap)
+        boxes = [(y, x) for y in ys for x in xs]
+        whole = len(boxes) == 1
+        out = torch.zeros(1, 3, h * scale, w * scale) if not whole else None
+        weight = torch.zeros(1, 1, h * scale, w * scale) if not whole else None
+        ramps: dict[tuple, torch.Tensor] = {}
+        for i in range(0, len(boxes), batch):
+            group = boxes[i: i + batch]
+            tiles = torch.cat([padded[:, :, y: y + th, x: x + tw] for y, x in group])
+            tiles = tiles.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+            with self._inference():
+                result = self._forward(tiles, scale=scale)
+            result = result.float().cpu()
+            if whole:
+                out = result
+            else:
+                for k, (y, x) in enumerate(group):
+                    key = (th, tw, y > 0, y + th < h, x > 0, x + tw < w)
+                    if key not in ramps:
+                        ry = blend_ramp(th, self.tile_overlap, scale, key[2], key[3])
+                        rx = blend_ramp(tw, self.tile_overlap, scale, key[4], key[5])
+                        ramps[key] = ry[:, None] * rx[None, :]
+                    win = ramps[key]
+                    region = (slice(None), slice(None), slice(y * scale, (y + th) * scale),
+                              slice(x * scale, (x + tw) * scale))
+                    out[region] += result[k] * win
+                    weight[region] += win
+            if progress is not None:
+                progress(min(i + batch, len(boxes)), len(boxes))
+        return out if whole else out / weight
+
+    # ------------------------------------------------------------------------------------------ kinds
+
+    def _as_data(self, img) -> tuple[str, ImageData]:
+        from PIL import Image
+
+        if isinstance(img, (str, os.PathLike)):
+            return "path", read_image(img, self.max_pixels)
+        if isinstance(img, Image.Image):
+            check_pixels(img.width, img.height, self.max_pixels, "image")
+            return "pil", from_pil(img)
+        if isinstance(img, np.ndarray):
+            return "numpy", ImageData(img)
+        raise UserError(f"cannot upscale a {type(img).__name__}: give a PIL image, a numpy array or a path")
+
+    @staticmethod
+    def _as_kind(kind: str, data: ImageData):
+        return data.pixels if kind == "numpy" else to_pil(data)
+
+
+def _imresize(planes: torch.Tensor, out_hw: tuple[int, int]) -> torch.Tensor:
+    """MATLAB-bicubic resize of CxHxW float planes to out_hw (antialiased when shrinking)."""
+    from progsr.resize import imresize
+
+    return imresize(planes, size=out_hw)
+
+
+def shipped_model_path(name: str) -> Path:
+    """Path of a shipped model, or a UserError that says it is not installed and what to do instead."""
+    from progsr.paths import shipped_weights
+
+    path = shipped_weights(name)
+    if not path.is_file():
+        raise UserError(f"{path}: the shipped '{name}' model is not installed (no release weights yet); "
+                        "pass --model PATH to a generator .safetensors file")
+    return path

@@ -1,0 +1,354 @@
+"""`progsr upscale`: upscale files, folders and globs; one bad file never stops the batch.
+
+Under torchrun (`torchrun --nproc-per-node N -m progsr.cli upscale DIR -o OUT`) every rank builds
+the same sorted file list, takes files[rank::world] on its own device (cuda:LOCAL_RANK, else the
+CPU), and rank 0 prints the combined summary. A gloo process group is used only to agree that the
+setup succeeded everywhere before any file is written, and to gather the summary at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import re
+import secrets
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+from progsr.errors import UserError
+from progsr.imageio import FORMATS, IMAGE_SUFFIXES
+
+FORMAT_SUFFIXES = {"png": ".png", "jpg": ".jpg", "webp": ".webp", "tiff": ".tiff"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of `progsr upscale`."""
+    from progsr.inference import DEFAULT_MAX_PIXELS, DEFAULT_TILE_OVERLAP
+
+    p = argparse.ArgumentParser(
+        prog="progsr upscale",
+        description="Upscale images x2/x4/x8 with the progressive generator. Outputs keep the input's name "
+                    "(and format, unless --format) inside the output folder; folders are mirrored.",
+        epilog="Existing outputs: without --skip-existing or --overwrite nothing is done if any output already "
+               "exists. Outputs are written to a temp file and renamed, so a failure never leaves a partial file. "
+               "Exit status: 0 all done, 1 some inputs failed (the rest were done), 2 bad options (nothing done). "
+               "Several processes: torchrun --nproc-per-node N -m progsr.cli upscale DIR -o OUT shards the files "
+               "across ranks, one device each.",
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
+    p.add_argument("--scale", type=int, default=None, metavar="{2,4,8}", help="upscaling factor (default 8)")
+    p.add_argument("-o", "--output", default="upscaled", help="output folder (default: ./upscaled)")
+    p.add_argument("--model", default=None, metavar="psnr|gan|PATH",
+                   help="psnr (default: the shipped fidelity model), gan (the shipped realistic model) "
+                        "or PATH to a generator .safetensors")
+    p.add_argument("--realism", type=float, default=None, metavar="R",
+                   help="0..1: blend the shipped psnr (0) and gan (1) weights (network interpolation)")
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--outscale", type=float, default=None, metavar="F",
+                      help="any output factor up to 8: runs the next model scale up, then MATLAB-bicubic downscale")
+    size.add_argument("--size", default=None, metavar="WxH", help="exact output size, e.g. 1920x1080")
+    p.add_argument("--tile", type=int, default=None, metavar="N",
+                   help="input tile size in pixels (default: chosen from free memory; whole image if it fits)")
+    p.add_argument("--tile-overlap", type=int, default=DEFAULT_TILE_OVERLAP, metavar="N",
+                   help=f"input pixels shared by neighbouring tiles (default {DEFAULT_TILE_OVERLAP})")
+    p.add_argument("--device", default="auto", metavar="auto|cpu|cuda", help="auto (default), cpu, cuda or cuda:N")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
+                   help="auto (default): fp32 on CPU, bf16 (or fp16) on CUDA")
+    p.add_argument("--format", default=None, choices=sorted(FORMAT_SUFFIXES),
+                   help="output format (default: the input's, or png when that cannot be written)")
+    p.add_argument("--quality", type=int, default=95, metavar="Q", help="JPEG/WebP quality (default 95)")
+    p.add_argument("--recursive", action="store_true", help="also upscale images in subfolders of folder inputs")
+    exist = p.add_mutually_exclusive_group()
+    exist.add_argument("--skip-existing", action="store_true", help="skip inputs whose output already exists")
+    exist.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
+                   help=f"refuse inputs with more pixels than this (default {DEFAULT_MAX_PIXELS}; 0: no limit)")
+    p.add_argument("--compile", action="store_true", help="run the model through torch.compile")
+    return p
+
+
+# ---------------------------------------------------------------------------------------------- inputs
+
+
+@dataclass
+class Job:
+    """One input file and the output it becomes."""
+
+    src: Path
+    dst: Path
+
+
+@dataclass
+class Outcome:
+    """What one rank did: files written, skipped, and failures as 'path: cause' lines."""
+
+    done: int = 0
+    skipped: int = 0
+    failed: list[str] = field(default_factory=list)
+
+
+def _is_image(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder)
+        return True
+    except ValueError:
+        return False
+
+
+def collect_inputs(inputs: list[str], recursive: bool, out_dir: Path) -> tuple[list[tuple[Path, Path]], list[str]]:
+    """[(file, path relative to the output folder)] for every input, and 'input: cause' lines for bad inputs.
+
+    Files keep their name; files found in a folder (or by a glob) keep their path below that folder
+    (below the glob's fixed prefix). Anything inside the output folder is left out.
+    """
+    found: dict[Path, tuple[Path, Path]] = {}
+    problems: list[str] = []
+    out_real = out_dir.resolve()
+
+    def add(path: Path, rel: Path):
+        found.setdefault(path.resolve(), (path, rel))
+
+    for text in inputs:
+        path = Path(text)
+        if path.is_file():
+            add(path, Path(path.name))
+        elif path.is_dir():
+            walk = path.rglob("*") if recursive else path.iterdir()
+            files = sorted(f for f in walk if f.is_file() and _is_image(f) and not _inside(f, out_real))
+            if not files:
+                hint = "" if recursive or not any(d.is_dir() for d in path.iterdir()) else " (--recursive to look in subfolders)"
+                problems.append(f"{path}: folder has no images ({', '.join(sorted(IMAGE_SUFFIXES))}){hint}")
+            for f in files:
+                add(f, f.relative_to(path))
+        elif glob.has_magic(text):
+            parts = path.parts
+            fixed = next((i for i, part in enumerate(parts) if glob.has_magic(part)), len(parts))
+            base = Path(*parts[:fixed]) if fixed else Path(".")
+            matches = sorted(Path(m) for m in glob.glob(text, recursive=True))
+            files = [m for m in matches if m.is_file() and _is_image(m) and not _inside(m, out_real)]
+            if not files:
+                problems.append(f"{text}: no image files match this pattern")
+            for f in files:
+                add(f, f.relative_to(base))
+        else:
+            problems.append(f"{path}: no such file or folder")
+    pairs = sorted(found.values(), key=lambda pair: str(pair[1]))
+    return pairs, problems
+
+
+def plan_jobs(pairs: list[tuple[Path, Path]], out_dir: Path, fmt: str | None) -> list[Job]:
+    """Output paths for the inputs; UserError if two inputs would write the same file or one overwrite its input."""
+    jobs, seen = [], {}
+    for src, rel in pairs:
+        if fmt:
+            suffix = FORMAT_SUFFIXES[fmt]
+        else:
+            suffix = rel.suffix.lower() if rel.suffix.lower() in FORMATS else ".png"
+        dst = out_dir / rel.with_suffix(suffix)
+        key = dst.resolve()
+        if key in seen:
+            raise UserError(f"{src} and {seen[key]} would both be written to {dst}; upscale them separately")
+        if key == src.resolve():
+            raise UserError(f"{src}: the output would overwrite the input; choose another -o folder")
+        seen[key] = src
+        jobs.append(Job(src, dst))
+    return jobs
+
+
+def check_output_folder(out_dir: Path) -> None:
+    """Create the output folder and prove it is writable, before any work."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / f".progsr-write-test-{secrets.token_hex(4)}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise UserError(f"{out_dir}: output folder is not writable ({err.strerror or err})") from None
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'1920x1080' -> (1920, 1080)."""
+    match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
+    if not match or min(int(match[1]), int(match[2])) < 1:
+        raise UserError(f"--size {text}: expected WIDTHxHEIGHT with positive numbers, e.g. 1920x1080")
+    return int(match[1]), int(match[2])
+
+
+# ---------------------------------------------------------------------------------------------- distributed
+
+
+def _dist_env() -> tuple[int, int, int]:
+    env = os.environ
+    return int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)), int(env.get("LOCAL_RANK", 0))
+
+
+def _init_group(world: int):
+    """A gloo process group when launched by torchrun with several ranks, else None."""
+    if world <= 1 or "MASTER_ADDR" not in os.environ:
+        return None
+    import torch.distributed as dist
+
+    # Long timeout: ranks finish their shards at different times; a crashed rank is stopped by torchrun.
+    dist.init_process_group("gloo", timeout=timedelta(days=7))
+    return dist
+
+
+def _gather(dist, obj):
+    if dist is None:
+        return [obj]
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- main
+
+
+def _setup(args, world: int, local_rank: int):
+    """Everything that can fail before the first file: options, output folder, inputs, model."""
+    from progsr.inference import Upscaler
+
+    if args.scale is not None and (args.outscale is not None or args.size is not None):
+        raise UserError("give --scale or --outscale/--size, not both")
+    scale = 8 if args.scale is None else args.scale
+    if scale not in (2, 4, 8):
+        raise UserError(f"--scale {scale}: not supported; choose 2, 4 or 8")
+    size = parse_size(args.size) if args.size is not None else None
+    if args.outscale is not None and not 0 < args.outscale <= 8:
+        raise UserError(f"--outscale {args.outscale}: must be in (0, 8]")
+    if not 1 <= args.quality <= 100:
+        raise UserError(f"--quality {args.quality}: must be 1..100")
+    if args.realism is not None and args.model not in (None, "psnr", "gan"):
+        raise UserError("--realism blends the shipped psnr and gan models; it cannot be used with --model PATH")
+
+    out_dir = Path(args.output)
+    pairs, problems = collect_inputs(args.inputs, args.recursive, out_dir)
+    if not pairs:
+        raise UserError(problems[0] if len(problems) == 1 else "no images to upscale: " + "; ".join(problems))
+    check_output_folder(out_dir)
+    jobs = plan_jobs(pairs, out_dir, args.format)
+    existing = [job.dst for job in jobs if job.dst.exists()]
+    if existing and not (args.skip_existing or args.overwrite):
+        raise UserError(f"{existing[0]}: output already exists ({len(existing)} of {len(jobs)} outputs exist); "
+                        "pass --overwrite or --skip-existing")
+
+    device = args.device
+    if world > 1 and device in ("auto", "cuda"):
+        import torch
+
+        if torch.cuda.is_available():
+            device = f"cuda:{local_rank % torch.cuda.device_count()}"
+        elif device == "auto":
+            device = "cpu"
+    upscaler = Upscaler(
+        model=args.model or "psnr", device=device, precision=args.precision, tile=args.tile,
+        tile_overlap=args.tile_overlap, realism=args.realism, max_pixels=args.max_pixels or None,
+        compile=args.compile,
+    )
+    if args.outscale is None and size is None and scale not in upscaler.scales:
+        raise UserError(f"--scale {scale}: this model only goes up to x{upscaler.max_scale}")
+    return upscaler, jobs, problems, scale, size
+
+
+def say(line: str, file=None) -> None:
+    """Print one line in a single write (ranks share the terminal: separate writes can interleave), clear of bars."""
+    from tqdm import tqdm
+
+    file = file or sys.stdout
+    with tqdm.external_write_mode(file=file):
+        file.write(line + "\n")
+        file.flush()
+
+
+def _process(upscaler, jobs: list[Job], scale, size, args, prefix: str, show_bars: bool) -> Outcome:
+    from tqdm import tqdm
+
+    outcome = Outcome()
+    files_bar = tqdm(total=len(jobs), unit="file", desc="upscale", disable=None if show_bars else True)
+    for job in jobs:
+        if job.dst.exists() and args.skip_existing:
+            outcome.skipped += 1
+            files_bar.update(1)
+            continue
+        tile_bar = None
+
+        def progress(done, total):
+            nonlocal tile_bar
+            if total > 1 and show_bars:
+                if tile_bar is None:
+                    tile_bar = tqdm(total=total, unit="tile", desc=job.src.name, leave=False, disable=None)
+                tile_bar.update(done - tile_bar.n)
+
+        start = time.perf_counter()
+        try:
+            job.dst.parent.mkdir(parents=True, exist_ok=True)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                (iw, ih), (ow, oh) = upscaler.upscale_file(job.src, job.dst, scale, args.outscale, size, progress,
+                                                           args.quality)
+            for w in caught:
+                say(f"progsr upscale: warning: {w.message}", sys.stderr)
+            outcome.done += 1
+            say(f"{prefix}{job.src} -> {job.dst} ({iw}x{ih} -> {ow}x{oh}, {time.perf_counter() - start:.1f}s)")
+        except UserError as err:
+            outcome.failed.append(str(err))
+            say(f"progsr upscale: error: {err}", sys.stderr)
+        except OSError as err:
+            outcome.failed.append(f"{job.src}: {err.strerror or err}")
+            say(f"progsr upscale: error: {outcome.failed[-1]}", sys.stderr)
+        except Exception as err:  # noqa: BLE001 - one file's unexpected failure must not stop the batch
+            outcome.failed.append(f"{job.src}: unexpected {type(err).__name__}: {err}")
+            say(f"progsr upscale: error: {outcome.failed[-1]}", sys.stderr)
+        finally:
+            if tile_bar is not None:
+                tile_bar.close()
+        files_bar.update(1)
+    files_bar.close()
+    return outcome
+
+
+def main(argv: list[str]) -> int:
+    """Entry point of `progsr upscale`; returns 0 if every file was upscaled (or skipped), 1 if any failed."""
+    args = build_parser().parse_args(argv)
+    rank, world, local_rank = _dist_env()
+    dist = _init_group(world)
+    try:
+        setup_error = None
+        try:
+            upscaler, jobs, problems, scale, size = _setup(args, world, local_rank)
+        except UserError as err:
+            setup_error = str(err)
+        errors = [e for e in _gather(dist, setup_error) if e]  # every rank agrees before any file is written
+        if errors:
+            raise UserError(errors[0])
+
+        shard = jobs[rank::world]
+        prefix = f"[rank {rank}/{world}] " if world > 1 else ""
+        if rank == 0:
+            for problem in problems:
+                print(f"progsr upscale: error: {problem}", file=sys.stderr)
+        start = time.perf_counter()
+        outcome = _process(upscaler, shard, scale, size, args, prefix, show_bars=rank == 0)
+        outcomes = _gather(dist, outcome)
+        if rank == 0:
+            total = Outcome(sum(o.done for o in outcomes), sum(o.skipped for o in outcomes),
+                            list(problems) + [line for o in outcomes for line in o.failed])
+            where = f"{world} ranks" if world > 1 else f"{upscaler.device}, {str(upscaler.dtype).replace('torch.', '')}"
+            print(f"summary: {total.done} upscaled, {total.skipped} skipped (output exists), "
+                  f"{len(total.failed)} failed, in {time.perf_counter() - start:.1f}s ({where})")
+            for line in total.failed:
+                print(f"  failed: {line}")
+            return 1 if total.failed else 0
+        return 1 if outcome.failed else 0
+    finally:
+        if dist is not None:
+            dist.destroy_process_group()

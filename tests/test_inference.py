@@ -1,0 +1,242 @@
+"""progsr.inference.Upscaler: seam-free tiling, kinds in = kinds out, alpha/grey/16-bit, sizes, realism, OOM retry."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from skimage import data
+
+from progsr.errors import UserError
+from progsr.inference import Upscaler, blend_ramp, tile_starts
+from progsr.models import ProgressiveGenerator, load_generator, save_generator, tiny_config
+from progsr.resize import imresize
+
+
+def _random_tiny(seed: int) -> ProgressiveGenerator:
+    """A tiny generator with its zero-initialised tensors randomised (as initialised, its output is plain bicubic)."""
+    torch.manual_seed(seed)
+    model = ProgressiveGenerator(tiny_config())
+    with torch.no_grad():
+        for param in model.parameters():
+            if not param.any():
+                param.normal_(0, 0.05)
+    return model
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
+    save_generator(_random_tiny(1), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def up(model_path):
+    return Upscaler(model_path, device="cpu")
+
+
+@pytest.fixture
+def img():
+    return data.astronaut()[180:228, 180:236]  # 48x56 RGB uint8
+
+
+def test_tile_starts_cover_with_overlap():
+    for length, tile, overlap in [(100, 32, 8), (97, 40, 16), (64, 64, 16), (20, 64, 16), (300, 64, 32)]:
+        starts = tile_starts(length, tile, overlap)
+        size = min(tile, length)
+        assert starts[0] == 0 and starts[-1] + size == length
+        steps = np.diff(starts)
+        assert (steps <= size - overlap).all() and (steps > 0).all()
+
+
+def test_blend_windows_of_neighbours_sum_to_one():
+    tile, overlap, scale = 40, 16, 4
+    left = blend_ramp(tile, overlap, scale, rise=False, fall=True)
+    right = blend_ramp(tile, overlap, scale, rise=True, fall=False)
+    shift = (tile - overlap) * scale
+    total = torch.zeros(shift + tile * scale)
+    total[: tile * scale] += left
+    total[shift:] += right
+    assert torch.allclose(total, torch.ones_like(total), atol=1e-6)
+    assert left[-(overlap // 4) * scale:].abs().max() == 0  # pixels that saw the tile edge get no weight
+    assert (left[: (tile - overlap) * scale] == 1).all()
+
+
+@pytest.mark.parametrize("scale", [2, 8])
+def test_tiled_matches_whole_image(model_path, img, scale):
+    whole = Upscaler(model_path, device="cpu").upscale_pixels(img, scale)
+    calls = []
+    tiled = Upscaler(model_path, device="cpu", tile=32, tile_overlap=16, tile_batch=3)
+    out = tiled.upscale_pixels(img, scale, progress=lambda done, total: calls.append((done, total)))
+    assert calls and calls[-1][1] >= 9  # really tiled: at least 3x3 tiles, in batches of 3
+    assert out.shape == whole.shape == (48 * scale, 56 * scale, 3)
+    assert np.abs(out.astype(int) - whole.astype(int)).max() <= 1  # within 1/255
+
+
+def test_returns_the_kind_it_was_given(up, img, tmp_path):
+    pil = up.upscale(Image.fromarray(img), scale=2)
+    assert isinstance(pil, Image.Image) and pil.mode == "RGB" and pil.size == (112, 96)
+    arr = up.upscale(img, scale=2)
+    assert isinstance(arr, np.ndarray) and arr.dtype == np.uint8 and arr.shape == (96, 112, 3)
+    assert np.array_equal(np.asarray(pil), arr)
+    for dtype, top in [(np.uint16, 65535), (np.float32, 1.0), (np.float64, 1.0)]:
+        out = up.upscale((img / 255.0 * top).astype(dtype), scale=2)
+        assert out.dtype == dtype and out.shape == (96, 112, 3)
+    Image.fromarray(img).save(tmp_path / "in.png")
+    from_path = up.upscale(str(tmp_path / "in.png"), scale=2)
+    assert isinstance(from_path, Image.Image) and np.array_equal(np.asarray(from_path), arr)
+    assert isinstance(up.upscale(tmp_path / "in.png", scale=2), Image.Image)
+
+
+@pytest.mark.parametrize("mode,channels", [("L", None), ("LA", 2), ("RGBA", 4)])
+def test_pil_modes_are_kept(up, img, mode, channels):
+    pil = Image.fromarray(img).convert(mode)
+    out = up.upscale(pil, scale=2)
+    assert out.mode == mode and out.size == (112, 96)
+
+
+def test_palette_becomes_rgb_or_rgba(up, img):
+    pal = Image.fromarray(img).quantize(8)
+    assert up.upscale(pal, scale=2).mode == "RGB"
+    pal.info["transparency"] = 0
+    assert up.upscale(pal, scale=2).mode == "RGBA"
+
+
+def test_alpha_is_bicubic_and_colour_ignores_it(up, img, rng):
+    alpha = rng.integers(0, 256, img.shape[:2], dtype=np.uint8)
+    alpha[:10] = 0  # fully transparent band: colour must still come from the model
+    rgba = np.dstack([img, alpha])
+    out = up.upscale(rgba, scale=4)
+    assert out.shape == (192, 224, 4)
+    assert np.array_equal(out[:, :, :3], up.upscale(img, scale=4))
+    expected = np.clip(imresize(alpha / 255.0, scale=4), 0, 1) * 255  # MATLAB bicubic, clamped
+    assert np.abs(out[:, :, 3] - expected).max() <= 0.5 + 1e-6
+    assert out[:, :, 3].min() == 0 and out[:, :, 3].max() == 255  # overshoot clamped, not wrapped
+
+
+def test_grey_runs_as_rgb_and_comes_back_grey(up, img):
+    grey = np.asarray(Image.fromarray(img).convert("L"))
+    out = up.upscale(grey, scale=2)
+    assert out.shape == (96, 112) and out.dtype == np.uint8
+    rgb = up.upscale(np.dstack([grey] * 3).astype(np.float32) / 255, scale=2)
+    luma = rgb @ np.array([0.299, 0.587, 0.114])
+    assert np.abs(out - luma * 255).max() <= 0.5 + 1e-3
+    assert up.upscale(grey[:, :, None], scale=2).shape == (96, 112, 1)
+
+
+def test_16bit_is_not_quantised_to_8_bits(up):
+    ramp = np.linspace(0, 65535, 40 * 40 * 3).reshape(40, 40, 3).astype(np.uint16)  # fine steps
+    out16 = up.upscale(ramp, scale=2)
+    out_float = up.upscale(ramp.astype(np.float32) / 65535, scale=2)
+    assert out16.dtype == np.uint16
+    assert np.abs(out16 / 65535.0 - out_float).max() <= 0.5 / 65535 + 1e-6  # rounded once, at the end
+    assert len(np.unique(out16)) > 4 * 256
+
+
+@pytest.mark.parametrize("outscale,model_scale", [(1.5, 2), (3, 4), (2.5, 4), (5.2, 8), (8, 8)])
+def test_outscale_gives_exact_size(up, img, outscale, model_scale):
+    assert up.plan(48, 56, outscale=outscale)[0] == model_scale
+    out = up.upscale(img, outscale=outscale)
+    assert out.shape == (round(48 * outscale), round(56 * outscale), 3)
+
+
+def test_outscale_is_a_bicubic_downscale_of_the_next_model_scale(up, img):
+    x = torch.from_numpy(img.astype(np.float32) / 255).permute(2, 0, 1)[None]
+    x4 = up._run(x, 4, None)[0]  # the unclamped x4 network output
+    ref = imresize(x4.permute(1, 2, 0).double().numpy(), size=(144, 168)).clip(0, 1)
+    out = up.upscale(img.astype(np.float32) / 255, outscale=3)
+    assert np.abs(out - ref).max() < 1e-5
+
+
+def test_size_gives_exact_size_and_may_change_aspect(up, img):
+    out = up.upscale(Image.fromarray(img), size=(300, 100))  # width, height
+    assert out.size == (300, 100)
+    assert up.plan(48, 56, size=(300, 100))[0] == 8  # 300/56 = 5.4 -> x8
+    with pytest.raises(UserError, match="--size"):
+        up.upscale(img, size=(1000, 10))
+
+
+def test_bad_arguments_are_user_errors(up, img, model_path):
+    with pytest.raises(UserError, match="--scale 3"):
+        up.upscale(img, scale=3)
+    with pytest.raises(UserError, match="--outscale"):
+        up.upscale(img, outscale=9)
+    with pytest.raises(UserError, match="--max-pixels"):
+        Upscaler(model_path, device="cpu", max_pixels=100).upscale(img, scale=2)
+    with pytest.raises(UserError, match="--tile"):
+        Upscaler(model_path, device="cpu", tile=40, tile_overlap=32)
+    with pytest.raises(UserError, match="no such weights file"):
+        Upscaler("nowhere.safetensors")
+    with pytest.raises(UserError, match="--model PATH"):
+        Upscaler(model_path, realism=0.5)
+
+
+def test_upscale_stages_yields_each_scale(up, img):
+    stages = list(up.upscale_stages(Image.fromarray(img), scale=8))
+    assert [s for s, _ in stages] == [2, 4, 8]
+    assert [im.size for _, im in stages] == [(112, 96), (224, 192), (448, 384)]
+    assert np.array_equal(np.asarray(stages[-1][1]), up.upscale(img, scale=8))
+    assert [s for s, _ in up.upscale_stages(img, scale=4)] == [2, 4]
+
+
+def test_out_of_memory_retries_with_smaller_tiles(model_path, img):
+    up = Upscaler(model_path, device="cpu", tile_overlap=16, tile_batch=4)
+    expected = up.upscale_pixels(img, 2)
+    real_forward, sizes = up._forward, []
+
+    def forward(x, scale):  # pretend the device only fits 40x40 pixels of input at once
+        sizes.append(tuple(x.shape))
+        if x.shape[0] * x.shape[2] * x.shape[3] > 40 * 40:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_forward(x, scale=scale)
+
+    up._forward = forward
+    with pytest.warns(UserWarning, match="out of memory"):
+        out = up.upscale_pixels(img, 2)
+    assert sizes[0][2:] == (64, 72)  # first try: the whole (pre-padded) image
+    assert max(s[0] * s[2] * s[3] for s in sizes[-3:]) <= 40 * 40
+    assert np.abs(out.astype(int) - expected.astype(int)).max() <= 1
+    assert up._tile_cap is not None  # later images start at the size that worked
+
+
+@pytest.fixture
+def shipped(tmp_path, monkeypatch):
+    """A weights folder with psnr and gan models of the same architecture."""
+    save_generator(_random_tiny(1), tmp_path / "progsr_x8_psnr.safetensors")
+    save_generator(_random_tiny(2), tmp_path / "progsr_x8_gan.safetensors")
+    monkeypatch.setenv("PROGSR_WEIGHTS", str(tmp_path))
+    return tmp_path
+
+
+def test_realism_interpolates_the_weights(shipped, img):
+    psnr = Upscaler("psnr", device="cpu").upscale(img, scale=2)
+    gan = Upscaler("gan", device="cpu").upscale(img, scale=2)
+    assert not np.array_equal(psnr, gan)
+    up = Upscaler(device="cpu", realism=0.0)
+    assert np.array_equal(up.upscale(img, scale=2), psnr)
+    assert np.array_equal(up.upscale(img, scale=2, realism=1.0), gan)
+
+    a, _ = load_generator(shipped / "progsr_x8_psnr.safetensors")
+    b, _ = load_generator(shipped / "progsr_x8_gan.safetensors")
+    mixed = ProgressiveGenerator(tiny_config())
+    mixed.load_state_dict({k: 0.7 * a.state_dict()[k] + 0.3 * b.state_dict()[k] for k in a.state_dict()})
+    save_generator(mixed, shipped / "mixed.safetensors")
+    reference = Upscaler(shipped / "mixed.safetensors", device="cpu").upscale(img, scale=2)
+    assert np.abs(up.upscale(img, scale=2, realism=0.3).astype(int) - reference).max() <= 1
+
+    blended = up._blends[0.3]
+    up.set_realism(0.0)
+    up.set_realism(0.3)
+    assert up._blends[0.3] is blended  # computed once per value
+    with pytest.raises(UserError, match="between 0 and 1"):
+        up.set_realism(1.5)
+
+
+def test_missing_shipped_weights_are_clear_errors(tmp_path, monkeypatch):
+    monkeypatch.setenv("PROGSR_WEIGHTS", str(tmp_path))
+    with pytest.raises(UserError, match="shipped 'psnr' model is not installed"):
+        Upscaler("psnr")
+    save_generator(_random_tiny(1), tmp_path / "progsr_x8_psnr.safetensors")
+    with pytest.raises(UserError, match="shipped 'gan' model is not installed"):
+        Upscaler(realism=0.5)
+    Upscaler(realism=0.0)  # psnr alone needs no gan weights
