@@ -1,0 +1,71 @@
+"""Training losses: Charbonnier pixel loss, LPIPS perceptual loss, relativistic-average GAN, triplet stage loss.
+
+Images are NxCxHxW float in [0, 1]; per-sample distances are (N,) tensors.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def charbonnier(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
+    """Mean of sqrt((pred - target)^2 + eps^2): L1 that stays smooth at 0 (LapSRN's pixel loss)."""
+    return torch.sqrt((pred - target) ** 2 + eps * eps).mean()
+
+
+class LPIPSLoss(nn.Module):
+    """LPIPS v0.1 (alex or vgg) as a differentiable per-sample distance on [0, 1] images; its weights are frozen."""
+
+    def __init__(self, net: str = "vgg", backbone_path=None, device="cpu"):
+        super().__init__()
+        from progsr.metrics import build_lpips
+
+        self.model = build_lpips(net, backbone_path, device=device)
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return self.model(a * 2 - 1, b * 2 - 1).flatten()  # lpips returns (N, 1, 1, 1)
+
+
+# Adversarial loss: relativistic average GAN (Jolicoeur-Martineau 2018; ESRGAN's choice for SR).
+# D estimates whether a real image is more realistic than the average fake, and G gets gradients from
+# both terms: it learns to make fakes look more real AND real images look less real relative to them,
+# which ESRGAN found gives sharper, more natural texture than the standard GAN. Against non-saturating
+# + R1 it needs no gradient penalty, so no double backward through D: cheaper per step, and it works
+# unchanged under bf16 autocast and torch.compile.
+
+
+def ragan_d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """Discriminator loss: real should beat the mean fake, fake should lose to the mean real."""
+    real_rel = real_logits - fake_logits.mean()
+    fake_rel = fake_logits - real_logits.mean()
+    return 0.5 * (F.softplus(-real_rel).mean() + F.softplus(fake_rel).mean())
+
+
+def ragan_g_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """Generator loss: the same comparisons with the labels swapped (real_logits may be detached)."""
+    real_rel = real_logits - fake_logits.mean()
+    fake_rel = fake_logits - real_logits.mean()
+    return 0.5 * (F.softplus(real_rel).mean() + F.softplus(-fake_rel).mean())
+
+
+def l1_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-sample mean absolute difference, (N,)."""
+    return (a - b).abs().flatten(1).mean(dim=1)
+
+
+def feature_distance(feats_a: list[torch.Tensor], feats_b: list[torch.Tensor]) -> torch.Tensor:
+    """Per-sample distance between two lists of feature maps (e.g. D's): mean over layers of each layer's mean |a - b|."""
+    return torch.stack([l1_distance(fa, fb) for fa, fb in zip(feats_a, feats_b)]).mean(dim=0)
+
+
+def triplet_loss(d_anchor_pos: torch.Tensor, d_anchor_neg: torch.Tensor, margin: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Triplet stage loss: mean of max(0, d(a, p) - d(a, n) + margin), and the fraction of active (non-zero) triplets.
+
+    For stage k the anchor is the HR target at that stage's size, the positive the stage-k output and
+    the negative the stage-(k-1) output interpolated up and detached: stage k must beat "no stage k"
+    by at least `margin`, and samples that already do cost nothing.
+    """
+    hinge = d_anchor_pos - d_anchor_neg + margin
+    return F.relu(hinge).mean(), (hinge > 0).float().mean().detach()

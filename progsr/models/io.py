@@ -1,0 +1,73 @@
+"""Generator weights files: safetensors with the GeneratorConfig (JSON) and metadata in the header."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from progsr.errors import UserError
+from progsr.models.generator import GeneratorConfig, ProgressiveGenerator
+
+FORMAT = "progsr.generator.v1"
+_RESERVED = ("config", "format")
+
+
+def save_generator(model: ProgressiveGenerator, path, metadata: dict | None = None) -> Path:
+    """Write model's weights, config and metadata to a .safetensors file, atomically.
+
+    Metadata values that are not strings are stored as JSON text (safetensors headers hold strings only).
+    """
+    path = Path(path)
+    header = {"format": FORMAT, "config": model.config.to_json()}
+    for key, value in (metadata or {}).items():
+        if key in _RESERVED:
+            raise ValueError(f"metadata key {key!r} is reserved")
+        header[str(key)] = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=header)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_generator(path, device="cpu") -> tuple[ProgressiveGenerator, dict]:
+    """Rebuild the generator stored in a progsr .safetensors file; returns (model in eval mode, metadata)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such weights file")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            header = dict(f.metadata() or {})
+            tensors = {key: f.get_tensor(key) for key in f.keys()}
+    except Exception as err:  # safetensors raises its own error types for bad headers and truncation
+        raise UserError(f"{path}: not a readable safetensors file ({err})") from None
+    if header.get("format") != FORMAT or "config" not in header:
+        raise UserError(f"{path}: not a progsr generator weights file (no progsr config in its header)")
+    try:
+        config = GeneratorConfig.from_json(header["config"])
+    except (UserError, TypeError) as err:
+        raise UserError(f"{path}: bad generator config in header ({err})") from None
+    model = ProgressiveGenerator(config)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(tensors) if expected[k].shape != tensors[k].shape)
+    if missing or unexpected or wrong:
+        parts = [f"{name}: {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"
+                 for name, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)) if keys]
+        raise UserError(f"{path}: weights do not match the config in its header ({'; '.join(parts)})")
+    model.load_state_dict(tensors)
+    metadata = {k: v for k, v in header.items() if k not in _RESERVED}
+    return model.to(device).eval(), metadata

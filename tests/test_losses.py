@@ -1,0 +1,86 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from progsr.losses import (LPIPSLoss, charbonnier, feature_distance, l1_distance, ragan_d_loss, ragan_g_loss,
+                           triplet_loss)
+
+
+def test_charbonnier_hand_computed():
+    pred = torch.tensor([0.0, 0.1, -0.3, 0.5]).view(1, 1, 2, 2)
+    target = torch.zeros_like(pred)
+    eps = 1e-3
+    expected = np.mean([math.sqrt(d * d + eps * eps) for d in (0.0, 0.1, 0.3, 0.5)])
+    assert charbonnier(pred, target, eps).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_charbonnier_gradient_is_finite_and_smooth_at_zero():
+    pred = torch.zeros(1, 1, 2, 2, requires_grad=True)
+    charbonnier(pred, torch.zeros_like(pred)).backward()
+    assert torch.equal(pred.grad, torch.zeros_like(pred))  # L1 would have no defined gradient here
+
+
+def test_triplet_loss_hand_computed():
+    d_ap = torch.tensor([0.5, 0.1, 0.3, 0.25], requires_grad=True)
+    d_an = torch.tensor([0.4, 0.5, 0.3, 0.4])
+    loss, active = triplet_loss(d_ap, d_an, margin=0.1)
+    # hinges: 0.5-0.4+0.1 = 0.2, 0.1-0.5+0.1 = -0.3 -> 0, 0.3-0.3+0.1 = 0.1, 0.25-0.4+0.1 = -0.05 -> 0
+    assert loss.item() == pytest.approx((0.2 + 0.1) / 4, abs=1e-7)
+    assert active.item() == pytest.approx(0.5)
+    loss.backward()
+    # only the active triplets pull their positive closer
+    assert torch.allclose(d_ap.grad, torch.tensor([0.25, 0.0, 0.25, 0.0]))
+
+
+def test_triplet_loss_zero_margin_satisfied():
+    loss, active = triplet_loss(torch.tensor([0.1, 0.2]), torch.tensor([0.3, 0.4]), margin=0.0)
+    assert loss.item() == 0.0 and active.item() == 0.0
+
+
+def test_ragan_hand_computed_and_symmetric():
+    real, fake = torch.tensor([2.0, 4.0]), torch.tensor([0.0, 1.0])
+    # D: real - mean(fake) = [1.5, 3.5]; fake - mean(real) = [-3, -2]
+    softplus = lambda x: math.log1p(math.exp(x))  # noqa: E731
+    expected_d = 0.5 * (np.mean([softplus(-1.5), softplus(-3.5)]) + np.mean([softplus(-3.0), softplus(-2.0)]))
+    expected_g = 0.5 * (np.mean([softplus(1.5), softplus(3.5)]) + np.mean([softplus(3.0), softplus(2.0)]))
+    assert ragan_d_loss(real, fake).item() == pytest.approx(expected_d, rel=1e-6)
+    assert ragan_g_loss(real, fake).item() == pytest.approx(expected_g, rel=1e-6)
+    # G's loss is D's with the roles of real and fake swapped
+    assert ragan_g_loss(real, fake).item() == pytest.approx(ragan_d_loss(fake, real).item(), rel=1e-6)
+
+
+def test_ragan_generator_gradient_pushes_fakes_up():
+    real = torch.tensor([1.0, 2.0])
+    fake = torch.tensor([-1.0, 0.0], requires_grad=True)
+    ragan_g_loss(real, fake).backward()
+    assert (fake.grad < 0).all()  # descending the loss raises the fake logits
+
+
+def test_distances_per_sample():
+    a = torch.zeros(2, 3, 4, 4)
+    b = torch.zeros(2, 3, 4, 4)
+    b[1] = 0.5
+    assert torch.allclose(l1_distance(a, b), torch.tensor([0.0, 0.5]))
+    feats_a = [torch.zeros(2, 5, 2, 2), torch.zeros(2, 7, 1, 1)]
+    feats_b = [torch.ones(2, 5, 2, 2), torch.full((2, 7, 1, 1), 3.0)]
+    assert torch.allclose(feature_distance(feats_a, feats_b), torch.tensor([2.0, 2.0]))
+
+
+def test_lpips_loss_matches_reference_values(shared):
+    """LPIPSLoss takes [0, 1] images; the shared check values are for the same images in [-1, 1]."""
+    from progsr.imageio import read_array
+
+    folder = shared / "data" / "lpips_examples"
+    load = lambda name: torch.from_numpy(read_array(folder / f"{name}.png")[..., :3].copy()).permute(2, 0, 1)[None].float() / 255  # noqa: E731
+    ref, p0, p1 = load("ex_ref"), load("ex_p0"), load("ex_p1")
+    loss = LPIPSLoss("alex", shared / "backbones")
+    d = loss(torch.cat([ref, ref]), torch.cat([p0, p1]))
+    assert d.shape == (2,)
+    assert d[0].item() == pytest.approx(0.7219, abs=1e-3)
+    assert d[1].item() == pytest.approx(0.1376, abs=1e-3)
+    assert not any(p.requires_grad for p in loss.parameters())
+    x = p1.clone().requires_grad_(True)
+    loss(ref, x).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
