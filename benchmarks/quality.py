@@ -9,12 +9,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
-from progsr.errors import UserError  # noqa: E402
+from progsr.cli import run  # noqa: E402
 from progsr.evaluation import main  # noqa: E402
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except UserError as err:
-        print(f"quality.py: error: {err}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(run(main, sys.argv[1:], "quality.py"))

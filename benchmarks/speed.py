@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a ch
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from progsr.errors import UserError  # noqa: E402
+from progsr.cli import run  # noqa: E402
 
 
 def _reset_peak_rss() -> bool:
@@ -246,8 +246,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except UserError as err:
-        print(f"speed.py: error: {err}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(run(main, sys.argv[1:], "speed.py"))

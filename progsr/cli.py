@@ -39,13 +39,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"progsr: error: unknown command '{name}'\n\n{_usage()}", file=sys.stderr)
         return 2
     module = importlib.import_module(COMMANDS[name][0])
+    return run(module.main, rest, f"progsr {name}")
+
+
+def run(main_fn, argv: list[str] | None, prog: str) -> int:
+    """Call a command's main(argv), turning a UserError into one line on stderr (exit 2) and Ctrl-C into exit 130."""
     try:
-        return int(module.main(rest) or 0)
+        return int(main_fn(argv) or 0)
     except UserError as err:
-        print(f"progsr {name}: error: {err}", file=sys.stderr)
+        print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"progsr {name}: interrupted", file=sys.stderr)
+        print(f"{prog}: interrupted", file=sys.stderr)
         return 130
 
 

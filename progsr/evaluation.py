@@ -78,7 +78,8 @@ def dataset_files(root: Path, name: str) -> list[Path]:
     folder = root / name
     if not folder.is_dir():
         available = sorted(p.name for p in root.iterdir() if p.is_dir())
-        raise UserError(f"{folder}: dataset folder not found (folders in {root}: {', '.join(available) or 'none'})")
+        shown = ", ".join(available[:8]) + (f", ... ({len(available)} in all)" if len(available) > 8 else "")
+        raise UserError(f"{folder}: dataset folder not found (folders in {root}: {shown or 'none'})")
     files = _images_in(folder)
     if not files and (folder / "HR").is_dir():
         files = _images_in(folder / "HR")

@@ -27,3 +27,15 @@ def rng():
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture
+def offline(monkeypatch, tmp_path):
+    """No test may touch the network or the user's caches: downloads raise, TORCH_HOME is empty."""
+
+    def no_download(url, *args, **kwargs):
+        raise OSError(f"network disabled in tests ({url})")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", no_download)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    monkeypatch.delenv("PROGSR_BACKBONES", raising=False)

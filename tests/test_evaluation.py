@@ -19,15 +19,8 @@ from progsr.resize import imresize, modcrop
 
 
 @pytest.fixture(autouse=True)
-def offline(monkeypatch, tmp_path):
-    """No test may touch the network or the user's caches: downloads raise, TORCH_HOME is empty."""
-
-    def no_download(url, *args, **kwargs):
-        raise OSError(f"network disabled in tests ({url})")
-
-    monkeypatch.setattr(torch.hub, "download_url_to_file", no_download)
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
-    monkeypatch.delenv("PROGSR_BACKBONES", raising=False)
+def _offline(offline):
+    """Every test here runs offline (see conftest.offline)."""
 
 
 @pytest.fixture

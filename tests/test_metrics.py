@@ -152,15 +152,8 @@ def _assert_backbone_is(model, features: dict[str, torch.Tensor]) -> None:
 
 
 @pytest.fixture(autouse=True)
-def offline(monkeypatch, tmp_path):
-    """No test may touch the network or the user's caches: downloads raise, TORCH_HOME is empty."""
-
-    def no_download(url, *args, **kwargs):
-        raise OSError(f"network disabled in tests ({url})")
-
-    monkeypatch.setattr(torch.hub, "download_url_to_file", no_download)
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
-    monkeypatch.delenv("PROGSR_BACKBONES", raising=False)
+def _offline(offline):
+    """Every test here runs offline (see conftest.offline)."""
 
 
 @pytest.fixture
