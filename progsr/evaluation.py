@@ -101,19 +101,6 @@ def read_hr(path: Path) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------- methods
 
 
-def _device(name: str):
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-        torch.empty(0, device=device)
-    except (RuntimeError, AssertionError) as err:
-        raise UserError(f"--device {name}: not usable here ({str(err).splitlines()[0]})") from None
-    return device
-
-
 class BicubicMethod:
     """MATLAB bicubic upscaling of the uint8 LR."""
 
@@ -224,7 +211,9 @@ def run_benchmark(cfg: BenchConfig) -> dict:
             hr = read_hr(path)
             for s in scales:
                 _check_size(path, modcrop(hr, s), s, cfg.lpips_net if cfg.lpips else None)
-    device = _device(cfg.device)
+    from progsr.devices import resolve_device
+
+    device = resolve_device(cfg.device)
     method = make_method(cfg, device)
     for s in scales:
         method.check_scale(s)

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from progsr.devices import resolve_device
 from progsr.errors import UserError
 from progsr.imageio import ImageData, check_pixels, from_pil, read_image, to_pil, write_image
 
@@ -44,24 +45,6 @@ PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat
 LUMA = (0.299, 0.587, 0.114)  # ITU-R 601 weights, as Pillow's convert("L"): RGB output -> grey
 
 Progress = Callable[[int, int], None]  # progress(done_tiles, total_tiles)
-
-
-def resolve_device(device="auto") -> torch.device:
-    """'auto' -> the current CUDA device if there is one, else the CPU; UserError for unusable devices."""
-    if device is None or device == "auto":
-        return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise UserError(f"--device {device}: not a device name (use auto, cpu, cuda or cuda:N)") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UserError(f"--device {device}: no CUDA device is available")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise UserError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s)")
-    elif dev.type != "cpu":
-        raise UserError(f"--device {device}: only cpu and cuda are supported")
-    return dev
 
 
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype:

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from progsr.devices import resolve_device
 from progsr.errors import UserError
 
 CHECKPOINT_FORMAT = "progsr.train.v1"
@@ -523,24 +524,6 @@ class MetricsLog:
 # ---------------------------------------------------------------------------------------------- devices
 
 
-def pick_device(name: str, local_rank: int) -> torch.device:
-    """'auto' is CUDA (this process's GPU), then Apple MPS, then CPU; an explicit name must be usable."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", local_rank % torch.cuda.device_count())
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        device = torch.device(name)
-        if device.type == "cuda" and device.index is None:
-            device = torch.device("cuda", local_rank % max(1, torch.cuda.device_count()))
-        torch.empty(0, device=device)
-    except (RuntimeError, AssertionError) as err:
-        raise UserError(f"--device {name}: not usable here ({str(err).splitlines()[0]})") from None
-    return device
-
-
 def _sync_grads(params, world_size: int) -> None:
     """Average the gradients over DDP ranks with one all-reduce of a flat buffer (as stylegan2-ada does)."""
     params = [p for p in params if p.grad is not None]
@@ -577,7 +560,7 @@ def train(cfg: TrainConfig, data_dirs: list[Path], val_dir: Path | None, out: Pa
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = pick_device(device_name, local_rank)
+    device = resolve_device(device_name, local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if world_size > 1 and not dist.is_initialized():

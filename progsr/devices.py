@@ -1,0 +1,26 @@
+"""Turning a --device name into a torch.device, the same way for upscaling, benchmarks and training."""
+
+from __future__ import annotations
+
+import torch
+
+from progsr.errors import UserError
+
+
+def resolve_device(name: str | None = "auto", local_rank: int = 0) -> torch.device:
+    """'auto' is this process's CUDA GPU (cuda:LOCAL_RANK under torchrun), else the CPU; a named device must work here."""
+    if name in (None, "auto"):
+        if torch.cuda.is_available():
+            return torch.device("cuda", local_rank % torch.cuda.device_count())
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise UserError(f"--device {name}: not a device name (use auto, cpu, cuda, cuda:N or mps)") from None
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", local_rank % max(1, torch.cuda.device_count()))
+    try:
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError) as err:
+        raise UserError(f"--device {name}: not usable here ({str(err).splitlines()[0]})") from None
+    return device
