@@ -1,0 +1,84 @@
+"""Side-by-side crops for the model card: bicubic | each model | HR, under the benchmark's LR protocol.
+
+    python benchmarks/crops.py --models weights/progsr_x8_psnr.safetensors \
+        --images ../shared/data/test/Set14/baboon.png:200,100 ../shared/data/test/Set5/butterfly.png \
+        --scale 4 --size 96 --out weights/crops.png
+
+Each --images entry is PATH or PATH:X,Y (top-left corner of the HR crop; default the centre).
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
+
+import numpy as np  # noqa: E402
+from PIL import Image, ImageDraw  # noqa: E402
+
+from progsr.cli import run  # noqa: E402
+from progsr.errors import UserError  # noqa: E402
+from progsr.evaluation import BicubicMethod, GeneratorMethod, read_hr  # noqa: E402
+from progsr.imageio import write_image  # noqa: E402
+from progsr.resize import imresize, modcrop  # noqa: E402
+
+LABEL_HEIGHT = 14
+
+
+def _parse_image(spec: str) -> tuple[Path, tuple[int, int] | None]:
+    path, _, corner = spec.partition(":")
+    if not corner:
+        return Path(path), None
+    try:
+        x, y = (int(v) for v in corner.split(","))
+    except ValueError:
+        raise UserError(f"{spec}: expected PATH or PATH:X,Y") from None
+    return Path(path), (x, y)
+
+
+def _labelled(tile: np.ndarray, label: str) -> np.ndarray:
+    canvas = Image.new("RGB", (tile.shape[1], tile.shape[0] + LABEL_HEIGHT), "white")
+    canvas.paste(Image.fromarray(tile), (0, LABEL_HEIGHT))
+    ImageDraw.Draw(canvas).text((2, 1), label, fill="black")
+    return np.asarray(canvas)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", nargs="+", required=True, help="generator .safetensors files, one column each")
+    p.add_argument("--images", nargs="+", required=True, help="HR images, PATH or PATH:X,Y")
+    p.add_argument("--scale", type=int, default=4)
+    p.add_argument("--size", type=int, default=96, help="HR crop size in pixels")
+    p.add_argument("--out", default="crops.png")
+    args = p.parse_args(argv)
+
+    s, size = args.scale, args.size
+    methods = [("bicubic", BicubicMethod("symmetric"))]
+    methods += [(Path(m).stem.replace("progsr_x8_", ""), GeneratorMethod(Path(m), "cpu")) for m in args.models]
+    for _, method in methods:
+        method.check_scale(s)
+
+    rows = []
+    for spec in args.images:
+        path, corner = _parse_image(spec)
+        hr = read_hr(path)
+        if hr.ndim == 2:
+            hr = np.repeat(hr[..., None], 3, axis=2)
+        hr = modcrop(hr, s)
+        h, w = hr.shape[:2]
+        if size > min(h, w):
+            raise UserError(f"{path}: {w}x{h} is smaller than the {size}px crop")
+        x, y = corner if corner else ((w - size) // 2, (h - size) // 2)
+        x, y = min(max(0, x), w - size) // s * s, min(max(0, y), h - size) // s * s
+        lr = imresize(hr, scale=1 / s)
+        tiles = [_labelled(method(lr, s)[y : y + size, x : x + size], f"{name} x{s}") for name, method in methods]
+        tiles.append(_labelled(hr[y : y + size, x : x + size], "HR"))
+        rows.append(np.concatenate(tiles, axis=1))
+    grid = np.concatenate(rows, axis=0)
+    write_image(args.out, grid)
+    print(f"wrote {args.out} ({grid.shape[1]}x{grid.shape[0]})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run(main, sys.argv[1:], "crops.py"))
