@@ -15,6 +15,8 @@ Order of work for one image (Real-ESRGAN's recipe, with blended tiles instead of
      output size with MATLAB bicubic and clamped;
   5. clamp to [0, 1] and return the input's dtype (uint8, uint16 or float) and layout.
 A CUDA out-of-memory error halves the tile batch, then the tile size, and tries again.
+upscale_stages makes every stage's image (x2, x4, ...) in that same single pass: a whole image streams
+them as the network computes them, tiles are blended per stage (windows scaled by the stage's factor).
 """
 
 from __future__ import annotations
@@ -277,16 +279,27 @@ class Upscaler:
                        realism: float | None = None) -> Iterator[tuple[int, object]]:
         """Yield (stage_scale, image) for x2, x4, ... up to `scale`, each as soon as it is ready (for previews).
 
-        Images are the same kind as upscale returns. Each stage is its own run of the network, so the
-        x2 preview comes quickly; the extra cost over upscale alone is the smaller stages' runs.
+        Images are the same kind as upscale returns, each what upscale(img, scale=stage_scale) gives (up to
+        tile blending). One pass of the network makes them all: a whole image yields x2 before stage 2
+        runs; a tiled image yields them all after its last tile.
         """
         kind, data = self._as_data(img)
         if scale not in self.scales:
             raise UserError(f"--scale {scale}: not supported; choose one of {', '.join(map(str, self.scales))}")
-        for s in self.scales:
-            if s > scale:
-                break
-            out = self.upscale_pixels(data.pixels, s, None, None, progress, realism)
+        colour, alpha = self._split(data.pixels)
+        height, width = colour.shape[-2:]
+        with self._lock:
+            if realism is not None:
+                self.set_realism(realism)
+            blend = self.realism
+        run = self._run_iter(colour, scale, progress, stages=True)
+        for s in (s for s in self.scales if s <= scale):
+            # The lock is held per stage, never across a yield: the caller may resume us from another thread.
+            with self._lock:
+                if blend is not None:
+                    self.set_realism(blend)  # another caller may have switched the blend since our last stage
+                y = next(run)[0]
+            out = self._finish(y, alpha, (height * s, width * s), data.pixels)
             yield s, self._as_kind(kind, ImageData(out, data.icc_profile, data.exif, data.format))
 
     def upscale_file(self, src, dst, scale: int = 8, outscale: float | None = None,
@@ -306,6 +319,16 @@ class Upscaler:
                        size: tuple[int, int] | None = None, progress: Progress | None = None,
                        realism: float | None = None) -> np.ndarray:
         """The numpy core: HxW / HxWxC (C = 1..4) uint8, uint16 or float -> the same dtype and layout."""
+        colour, alpha = self._split(pixels)
+        model_scale, out_hw = self.plan(colour.shape[-2], colour.shape[-1], scale, outscale, size)
+        with self._lock:
+            if realism is not None:
+                self.set_realism(realism)
+            y = self._run(colour, model_scale, progress)
+        return self._finish(y[0], alpha, out_hw, np.asarray(pixels))
+
+    def _split(self, pixels: np.ndarray) -> tuple[torch.Tensor, np.ndarray | None]:
+        """Check an image and split it (step 1): 1x3xHxW float32 colour (grey repeated), HxW float alpha or None."""
         pixels = np.asarray(pixels)
         if pixels.ndim not in (2, 3) or (pixels.ndim == 3 and not 1 <= pixels.shape[2] <= 4):
             raise UserError(f"expected an HxW or HxWxC image with C in 1..4, got shape {pixels.shape}")
@@ -313,19 +336,19 @@ class Upscaler:
         if height < 1 or width < 1:
             raise UserError(f"empty image ({width}x{height})")
         check_pixels(width, height, self.max_pixels, "image")
-        model_scale, out_hw = self.plan(height, width, scale, outscale, size)
         channels = 1 if pixels.ndim == 2 else pixels.shape[2]
         values = _to_float(pixels).reshape(height, width, channels)
         colour = values[:, :, :3] if channels >= 3 else np.repeat(values[:, :, :1], 3, axis=2)
         alpha = values[:, :, channels - 1] if channels in (2, 4) else None
+        return torch.from_numpy(np.ascontiguousarray(colour)).permute(2, 0, 1)[None], alpha
 
-        with self._lock:
-            if realism is not None:
-                self.set_realism(realism)
-            x = torch.from_numpy(np.ascontiguousarray(colour)).permute(2, 0, 1)[None]  # 1x3xHxW
-            y = self._run(x, model_scale, progress)[0]  # 3 x H*s x W*s, float32 CPU
+    @staticmethod
+    def _finish(y: torch.Tensor, alpha: np.ndarray | None, out_hw: tuple[int, int],
+                pixels: np.ndarray) -> np.ndarray:
+        """The network's 3xhxw output -> out_hw in the dtype and layout of the input `pixels` (steps 4-5)."""
         if tuple(y.shape[-2:]) != out_hw:
             y = _imresize(y, out_hw)
+        channels = 1 if pixels.ndim == 2 else pixels.shape[2]
         if channels < 3:  # the RGB result as grey, as Pillow's convert("L") would make it
             y = y.clamp(0, 1)
             y = sum(w * y[c] for c, w in enumerate(LUMA))[None]
@@ -339,14 +362,25 @@ class Upscaler:
 
     def _run(self, x: torch.Tensor, scale: int, progress: Progress | None) -> torch.Tensor:
         """Upscale a 1x3xHxW float32 CPU tensor by `scale`: pre-pad, tile or whole, blend, crop; unclamped."""
+        [out] = self._run_iter(x, scale, progress)
+        return out
+
+    def _run_iter(self, x: torch.Tensor, scale: int, progress: Progress | None,
+                  stages: bool = False) -> Iterator[torch.Tensor]:
+        """_run as a generator: yields the x`scale` image, or with stages=True the x2, x4, ... x`scale` images."""
         _, _, h, w = x.shape
         ph, pw = min(self.pre_pad, h - 1), min(self.pre_pad, w - 1)
         padded = F.pad(x, (pw, pw, ph, ph), mode="reflect") if ph or pw else x
         tile, batch = self._choose_tiling(padded.shape[-2], padded.shape[-1], scale)
+        done = 0  # images already yielded: a retry after running out of memory does not yield them again
         while True:
             try:
-                out = self._run_tiles(padded, scale, tile, batch, progress)
-                break
+                for k, out in enumerate(self._run_tiles(padded, scale, tile, batch, progress, stages)):
+                    if k >= done:
+                        s = out.shape[-2] // padded.shape[-2]
+                        done += 1
+                        yield out[:, :, ph * s: (ph + h) * s, pw * s: (pw + w) * s]
+                return
             except Exception as err:  # noqa: BLE001 - only out-of-memory errors are retried
                 if not _is_oom(err):
                     raise
@@ -363,7 +397,6 @@ class Upscaler:
                                     "try --device cpu or a smaller --tile-overlap") from None
                 warnings.warn(f"out of memory on {self.device}; retrying with {tile}px tiles, batch {batch}",
                               stacklevel=2)
-        return out[:, :, ph * scale: (ph + h) * scale, pw * scale: (pw + w) * scale]
 
     def _choose_tiling(self, h: int, w: int, scale: int) -> tuple[int, int]:
         """(tile, batch) for a padded h x w input: the user's tile or one sized to free memory."""
@@ -424,40 +457,54 @@ class Upscaler:
                                                     enabled=self.dtype != torch.float32):
             yield
 
-    def _run_tiles(self, padded: torch.Tensor, scale: int, tile: int, batch: int,
-                   progress: Progress | None) -> torch.Tensor:
+    def _run_tiles(self, padded: torch.Tensor, scale: int, tile: int, batch: int, progress: Progress | None,
+                   stages: bool = False) -> Iterator[torch.Tensor]:
+        """Yield the padded image upscaled by `scale` (stages=True: by 2, 4, ... `scale`), float32 on the CPU.
+
+        The whole image (one tile) yields each stage as soon as the network has computed it. Tiles are
+        blended per stage, with windows scaled by the stage's factor, and yielded after the last tile.
+        """
         _, _, h, w = padded.shape
         th, tw = min(tile, h), min(tile, w)
         ys, xs = tile_starts(h, th, self.tile_overlap), tile_starts(w, tw, self.tile_overlap)
         boxes = [(y, x) for y in ys for x in xs]
-        whole = len(boxes) == 1
-        out = torch.zeros(1, 3, h * scale, w * scale) if not whole else None
-        weight = torch.zeros(1, 1, h * scale, w * scale) if not whole else None
+        scales = [s for s in self.scales if s <= scale] if stages else [scale]
+        if len(boxes) == 1:
+            lr = padded.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+            images = self.model.iter_stages(lr, scale) if stages else None  # not compiled: it pauses between stages
+            for s in scales:
+                with self._inference():  # entered per stage: inference_mode and autocast are thread-local
+                    result = next(images) if stages else self._forward(lr, scale=scale)
+                if progress is not None and s == scale:
+                    progress(1, 1)
+                yield result.float().cpu()
+            return
+        outs = [torch.zeros(1, 3, h * s, w * s) for s in scales]
+        weights = [torch.zeros(1, 1, h * s, w * s) for s in scales]
         ramps: dict[tuple, torch.Tensor] = {}
         for i in range(0, len(boxes), batch):
             group = boxes[i: i + batch]
             tiles = torch.cat([padded[:, :, y: y + th, x: x + tw] for y, x in group])
             tiles = tiles.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
             with self._inference():
-                result = self._forward(tiles, scale=scale)
-            result = result.float().cpu()
-            if whole:
-                out = result
-            else:
+                results = self._forward(tiles, scale=scale, return_stages=True) if stages else \
+                    [self._forward(tiles, scale=scale)]
+            for s, out, weight, result in zip(scales, outs, weights, results):
+                result = result.float().cpu()
                 for k, (y, x) in enumerate(group):
-                    key = (th, tw, y > 0, y + th < h, x > 0, x + tw < w)
+                    key = (s, th, tw, y > 0, y + th < h, x > 0, x + tw < w)
                     if key not in ramps:
-                        ry = blend_ramp(th, self.tile_overlap, scale, key[2], key[3])
-                        rx = blend_ramp(tw, self.tile_overlap, scale, key[4], key[5])
+                        ry = blend_ramp(th, self.tile_overlap, s, key[3], key[4])
+                        rx = blend_ramp(tw, self.tile_overlap, s, key[5], key[6])
                         ramps[key] = ry[:, None] * rx[None, :]
                     win = ramps[key]
-                    region = (slice(None), slice(None), slice(y * scale, (y + th) * scale),
-                              slice(x * scale, (x + tw) * scale))
+                    region = (slice(None), slice(None), slice(y * s, (y + th) * s), slice(x * s, (x + tw) * s))
                     out[region] += result[k] * win
                     weight[region] += win
             if progress is not None:
                 progress(min(i + batch, len(boxes)), len(boxes))
-        return out if whole else out / weight
+        for out, weight in zip(outs, weights):
+            yield out / weight
 
     # ------------------------------------------------------------------------------------------ kinds
 

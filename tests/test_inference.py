@@ -179,6 +179,48 @@ def test_upscale_stages_yields_each_scale(up, img):
     assert [s for s, _ in up.upscale_stages(img, scale=4)] == [2, 4]
 
 
+def _count_calls(module, counts, key):
+    return module.register_forward_hook(lambda *_: counts.__setitem__(key, counts[key] + 1))
+
+
+@pytest.mark.parametrize("tile", [None, 32])  # whole image, and forced 3x4 tiles in batches of 3
+@pytest.mark.parametrize("channels", [3, 1, 4])
+def test_upscale_stages_equal_upscale_from_one_network_pass(model_path, img, rng, tile, channels):
+    up = Upscaler(model_path, device="cpu", tile=tile, tile_overlap=16, tile_batch=3)
+    pixels = {3: img, 1: np.asarray(Image.fromarray(img).convert("L")),
+              4: np.dstack([img, rng.integers(0, 256, img.shape[:2], dtype=np.uint8)])}[channels]
+    expected = {s: up.upscale(pixels, scale=s) for s in (2, 4, 8)}
+    counts = {"head": 0}
+    handle = _count_calls(up.model.head, counts, "head")
+    batches = []
+    try:
+        stages = list(up.upscale_stages(pixels, scale=8, progress=lambda done, total: batches.append(total)))
+    finally:
+        handle.remove()
+    assert [s for s, _ in stages] == [2, 4, 8]
+    for s, out in stages:
+        assert out.dtype == np.uint8 and out.shape == expected[s].shape == (48 * s, 56 * s) + pixels.shape[2:]
+        assert np.abs(out.astype(int) - expected[s].astype(int)).max() <= 1  # within 1/255
+    assert batches == ([1] if tile is None else [12] * 4)  # one pass: 1 whole image, or 12 tiles in 4 batches
+    assert counts["head"] == len(batches)  # the network ran once per tile batch, not once per stage
+
+
+def test_upscale_stages_streams_the_whole_image(up, img):
+    up.upscale(img, scale=8)  # measures the memory per pixel (a probe run) before we count
+    counts = dict.fromkeys(range(3), 0)
+    handles = [_count_calls(stage, counts, k) for k, stage in enumerate(up.model.stages)]
+    try:
+        stages = up.upscale_stages(Image.fromarray(img), scale=8)
+        seen = []
+        for s, out in stages:
+            seen.append((s, out.size, [counts[k] for k in range(3)]))
+    finally:
+        for handle in handles:
+            handle.remove()
+    # x2 arrives when only stage 1 has run, x4 before stage 3 runs
+    assert seen == [(2, (112, 96), [1, 0, 0]), (4, (224, 192), [1, 1, 0]), (8, (448, 384), [1, 1, 1])]
+
+
 def test_out_of_memory_retries_with_smaller_tiles(model_path, img):
     up = Upscaler(model_path, device="cpu", tile_overlap=16, tile_batch=4)
     expected = up.upscale_pixels(img, 2)
@@ -197,6 +239,25 @@ def test_out_of_memory_retries_with_smaller_tiles(model_path, img):
     assert max(s[0] * s[2] * s[3] for s in sizes[-3:]) <= 40 * 40
     assert np.abs(out.astype(int) - expected.astype(int)).max() <= 1
     assert up._tile_cap is not None  # later images start at the size that worked
+
+
+def test_upscale_stages_out_of_memory_mid_stream_tiles_the_rest(model_path, img):
+    up = Upscaler(model_path, device="cpu", tile_overlap=16, tile_batch=1)
+    expected = {s: up.upscale(img, scale=s) for s in (2, 4, 8)}
+
+    def stage2_fits_80x80(_module, inputs):  # its input, x2 features: a whole image's do not fit, a tile's do
+        if inputs[0].shape[-2] * inputs[0].shape[-1] > 80 * 80:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    handle = up.model.stages[1].register_forward_pre_hook(stage2_fits_80x80)
+    try:
+        with pytest.warns(UserWarning, match="out of memory"):
+            stages = list(up.upscale_stages(img, scale=8))
+    finally:
+        handle.remove()
+    assert [s for s, _ in stages] == [2, 4, 8]  # x2 came from the stream, x4 and x8 from the tiled retry
+    for s, out in stages:
+        assert np.abs(out.astype(int) - expected[s].astype(int)).max() <= 1
 
 
 @pytest.fixture

@@ -189,18 +189,24 @@ class ProgressiveGenerator(nn.Module):
         `scale` (the last entry is the faded output). alpha may be a 0-d tensor, so that a compiled
         model is not recompiled for every new alpha during a fade-in.
         """
+        images = list(self.iter_stages(lr, scale, alpha))
+        return images if return_stages else images[-1]
+
+    def iter_stages(self, lr: torch.Tensor, scale: int = 8, alpha: float = 1.0):
+        """Yield the stage images x2, x4, ... up to `scale`, each as soon as it is computed (for streaming previews).
+
+        Same arguments and images as forward(..., return_stages=True); stage k + 1 runs only when the next
+        image is asked for.
+        """
         num = self._num_active(scale)
         blend = check_alpha(alpha)
         feat = self.head(lr - 0.5)
         img = lr
-        images = []
         for k in range(num):
-            feat, new, base = self.stages[k](feat, img)
+            feat, img, base = self.stages[k](feat, img)
             if k == num - 1 and blend:
-                new = alpha * new + (1 - alpha) * base
-            img = new
-            images.append(img)
-        return images if return_stages else images[-1]
+                img = alpha * img + (1 - alpha) * base
+            yield img
 
     def _num_active(self, scale: int) -> int:
         valid = [2**k for k in range(1, self.config.num_stages + 1)]
