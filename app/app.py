@@ -4,8 +4,11 @@ Everything lives in progsr.webapp (also reachable as `progsr app`); this file on
 """
 
 import sys
+from pathlib import Path
 
-from progsr.cli import main
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
+
+from progsr.cli import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main(["app", *sys.argv[1:]]))

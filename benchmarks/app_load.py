@@ -26,8 +26,10 @@ import time
 import urllib.request
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
+
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
 
 HOST = "127.0.0.1"  # never anything else: this must not load a public server
 

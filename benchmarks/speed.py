@@ -140,7 +140,7 @@ def machine_info() -> dict:
     return info
 
 
-def run(args) -> dict:
+def measure(args) -> dict:
     from progsr.inference import DEFAULT_PRE_PAD, Upscaler
     from progsr.resize import imresize
 
@@ -234,7 +234,7 @@ def main(argv=None) -> int:
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--out", default=None, help="output path without suffix (writes .md and .json)")
     args = p.parse_args(argv)
-    result = run(args)
+    result = measure(args)
     table = markdown(result)
     print("\n" + table)
     stem = args.out or f"benchmarks/results/speed-{'-'.join(args.devices)}-{datetime.date.today().isoformat()}"

@@ -393,8 +393,8 @@ class Upscaler:
                     tile //= 2
                     self._tile_cap = tile
                 else:
-                    raise UserError(f"out of memory on {self.device} even with {tile}px tiles; "
-                                    "try --device cpu or a smaller --tile-overlap") from None
+                    hint = "try --device cpu" if self.device.type == "cuda" else "try a smaller image or --outscale"
+                    raise UserError(f"out of memory on {self.device} even with {tile}px tiles; {hint}") from None
                 warnings.warn(f"out of memory on {self.device}; retrying with {tile}px tiles, batch {batch}",
                               stacklevel=2)
 
@@ -526,10 +526,15 @@ class Upscaler:
 
 
 def _imresize(planes: torch.Tensor, out_hw: tuple[int, int]) -> torch.Tensor:
-    """MATLAB-bicubic resize of CxHxW float planes to out_hw (antialiased when shrinking)."""
+    """MATLAB-bicubic resize of CxHxW float CPU planes to out_hw (antialiased when shrinking).
+
+    Uses the numpy path, which applies only each output pixel's few taps: the torch path's dense
+    (out x in) matrices grow with the square of the image side and would dominate large outputs.
+    """
     from progsr.resize import imresize
 
-    return imresize(planes, size=out_hw)
+    resized = imresize(planes.permute(1, 2, 0).numpy(), size=out_hw)
+    return torch.from_numpy(np.ascontiguousarray(resized.reshape(out_hw[0], out_hw[1], -1))).permute(2, 0, 1)
 
 
 def shipped_model_path(name: str) -> Path:

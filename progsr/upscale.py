@@ -213,8 +213,9 @@ def _gather(dist, obj):
 # ---------------------------------------------------------------------------------------------- main
 
 
-def _setup(args, world: int, local_rank: int):
+def _setup(args, local_rank: int):
     """Everything that can fail before the first file: options, output folder, inputs, model."""
+    from progsr.devices import resolve_device
     from progsr.inference import Upscaler
 
     if args.scale is not None and (args.outscale is not None or args.size is not None):
@@ -230,6 +231,17 @@ def _setup(args, world: int, local_rank: int):
     if args.realism is not None and args.model not in (None, "psnr", "gan"):
         raise UserError("--realism blends the shipped psnr and gan models; it cannot be used with --model PATH")
 
+    # The model first: a missing weights file or a scale the model lacks stops here, before any folder exists.
+    upscaler = Upscaler(
+        model=args.model or "psnr", device=resolve_device(args.device, local_rank), precision=args.precision,
+        tile=args.tile, tile_overlap=args.tile_overlap, realism=args.realism, max_pixels=args.max_pixels or None,
+        compile=args.compile,
+    )
+    if args.outscale is None and size is None and scale not in upscaler.scales:
+        raise UserError(f"--scale {scale}: this model only goes up to x{upscaler.max_scale}")
+    if args.outscale is not None and args.outscale > upscaler.max_scale:
+        raise UserError(f"--outscale {args.outscale}: this model only goes up to x{upscaler.max_scale}")
+
     out_dir = Path(args.output)
     pairs, problems = collect_inputs(args.inputs, args.recursive, out_dir)
     if not pairs:
@@ -240,22 +252,6 @@ def _setup(args, world: int, local_rank: int):
     if existing and not (args.skip_existing or args.overwrite):
         raise UserError(f"{existing[0]}: output already exists ({len(existing)} of {len(jobs)} outputs exist); "
                         "pass --overwrite or --skip-existing")
-
-    device = args.device
-    if world > 1 and device in ("auto", "cuda"):
-        import torch
-
-        if torch.cuda.is_available():
-            device = f"cuda:{local_rank % torch.cuda.device_count()}"
-        elif device == "auto":
-            device = "cpu"
-    upscaler = Upscaler(
-        model=args.model or "psnr", device=device, precision=args.precision, tile=args.tile,
-        tile_overlap=args.tile_overlap, realism=args.realism, max_pixels=args.max_pixels or None,
-        compile=args.compile,
-    )
-    if args.outscale is None and size is None and scale not in upscaler.scales:
-        raise UserError(f"--scale {scale}: this model only goes up to x{upscaler.max_scale}")
     return upscaler, jobs, problems, scale, size
 
 
@@ -324,7 +320,7 @@ def main(argv: list[str]) -> int:
     try:
         setup_error = None
         try:
-            upscaler, jobs, problems, scale, size = _setup(args, world, local_rank)
+            upscaler, jobs, problems, scale, size = _setup(args, local_rank)
         except UserError as err:
             setup_error = str(err)
         errors = [e for e in _gather(dist, setup_error) if e]  # every rank agrees before any file is written

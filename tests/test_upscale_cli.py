@@ -240,3 +240,12 @@ def test_torchrun_shards_files_across_ranks(tmp_path, model, rgb):
     outputs = [p.relative_to(tmp_path / "out").as_posix() for p in files_under(tmp_path / "out")]
     assert outputs == sorted(names)
     assert "summary: 7 upscaled" in stdout
+
+
+def test_a_model_that_cannot_load_leaves_no_output_folder(tmp_path, capsys, rgb):
+    Image.fromarray(rgb).save(tmp_path / "good.png")
+    out_dir = tmp_path / "out"
+    rc, out, err = upscale(capsys, tmp_path / "good.png", "--model", tmp_path / "nope.safetensors", "-o", out_dir)
+    assert rc == 2
+    assert "nope.safetensors" in err and "Traceback" not in err
+    assert not out_dir.exists()
