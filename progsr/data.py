@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from progsr.errors import UserError
-from progsr.imageio import IMAGE_SUFFIXES, read_array
+from progsr.imageio import IMAGE_SUFFIXES, read_array, to_8bit
 from progsr.resize import imresize
 
 
@@ -32,8 +32,7 @@ def list_images(folder) -> list[Path]:
 
 def to_rgb8(img: np.ndarray) -> np.ndarray:
     """Any read_array result as uint8 HxWx3: grey is repeated, alpha dropped, 16-bit rounded to 8-bit."""
-    if img.dtype == np.uint16:
-        img = ((img.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+    img = to_8bit(img)
     if img.ndim == 2:
         img = img[..., None]
     if img.shape[2] in (2, 4):  # grey+alpha or RGBA

@@ -17,14 +17,13 @@ import os
 import platform
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from progsr.errors import UserError
-from progsr.imageio import IMAGE_SUFFIXES, read_array
+from progsr.imageio import IMAGE_SUFFIXES, atomic_output, read_array
 from progsr.metrics import LPIPS_MIN_SIDE, SSIM_MODES, lpips_distance, psnr, ssim
 from progsr.paths import REPO_ROOT
 from progsr.resize import PADDINGS, imresize, modcrop
@@ -101,6 +100,26 @@ def read_hr(path: Path) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------- methods
 
 
+def make_lr(hr: np.ndarray, scale: int, padding: str = "symmetric") -> tuple[np.ndarray, np.ndarray]:
+    """(HR modcropped to a multiple of scale, its MATLAB-bicubic uint8 LR): the protocol's test pair."""
+    hr = modcrop(hr, scale)
+    return hr, imresize(hr, scale=1 / scale, padding=padding)
+
+
+def upscale_u8(model, lr: np.ndarray, scale: int, alpha: float = 1.0, device="cpu") -> np.ndarray:
+    """A generator's uint8 output for a uint8 LR: fp32, clamp, round; grey goes through as 3 equal channels."""
+    import torch
+
+    rgb = lr if lr.ndim == 3 else np.repeat(lr[..., None], 3, axis=2)
+    x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].to(device, torch.float32) / 255.0
+    with torch.no_grad():
+        y = model(x, scale=scale, alpha=alpha)[0].float().clamp(0, 1)
+    if lr.ndim == 2:
+        y = y.mean(dim=0, keepdim=True)
+    out = (y * 255.0).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    return out[..., 0] if lr.ndim == 2 else out
+
+
 class BicubicMethod:
     """MATLAB bicubic upscaling of the uint8 LR."""
 
@@ -139,19 +158,11 @@ class GeneratorMethod:
         return {"name": self.name, "weights": str(self.path), "metadata": self.metadata}
 
     def __call__(self, lr: np.ndarray, s: int) -> np.ndarray:
-        import torch
-
-        rgb = lr if lr.ndim == 3 else np.repeat(lr[..., None], 3, axis=2)
-        x = torch.from_numpy(rgb).permute(2, 0, 1)[None].to(self.device, torch.float32) / 255.0
-        with torch.inference_mode():
-            y = self.model(x, scale=s)[0].float().clamp(0, 1)
-        if lr.ndim == 2:
-            y = y.mean(dim=0, keepdim=True)
-        out = (y * 255.0).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+        out = upscale_u8(self.model, lr, s, device=self.device)
         expected = (lr.shape[0] * s, lr.shape[1] * s)
         if out.shape[:2] != expected:
             raise UserError(f"{self.path}: the generator returned {out.shape[:2]} for x{s}, expected {expected}")
-        return out[..., 0] if lr.ndim == 2 else out
+        return out
 
 
 def make_method(cfg: BenchConfig, device):
@@ -232,8 +243,7 @@ def run_benchmark(cfg: BenchConfig) -> dict:
                 hr_full = read_hr(path)
                 for s in scales:
                     bar.set_description(f"{name} x{s}")
-                    hr = modcrop(hr_full, s)
-                    lr = imresize(hr, scale=1 / s, padding=cfg.padding)
+                    hr, lr = make_lr(hr_full, s, cfg.padding)
                     sr = method(lr, s)
                     row = {"psnr": psnr(sr, hr, crop_border=s), "ssim": ssim(sr, hr, crop_border=s, mode=cfg.ssim_mode)}
                     if lpips_model is not None:
@@ -304,17 +314,11 @@ def write_json(doc: dict, path: Path) -> None:
     """Write `doc` to `path` atomically (temp file in the same folder, then os.replace)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as err:
-        raise UserError(f"{path}: cannot write results ({err.strerror or err})") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+        with atomic_output(path) as tmp, open(tmp, "x", encoding="utf-8") as f:
             json.dump(doc, f, indent=2)
             f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    except OSError as err:
+        raise UserError(f"{path}: cannot write results ({err.strerror or err})") from None
 
 
 def _parse_args(argv) -> BenchConfig:

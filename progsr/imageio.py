@@ -13,6 +13,7 @@ os.replace, so a failed or interrupted write never leaves a partial output file.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import secrets
@@ -199,7 +200,8 @@ def format_for(path) -> str:
     return FORMATS[suffix]
 
 
-def _to_8bit(pixels: np.ndarray) -> np.ndarray:
+def to_8bit(pixels: np.ndarray) -> np.ndarray:
+    """uint16 pixels rounded to uint8 (round(x / 257), exact integer maths); other dtypes pass through."""
     if pixels.dtype == np.uint16:
         return ((pixels.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)  # round(x / 257)
     return pixels
@@ -233,7 +235,7 @@ def _encode(pixels: np.ndarray, fmt: str, icc: bytes | None, exif: bytes | None,
         pixels, has_alpha = _drop_alpha(pixels), False
     if pixels.dtype == np.uint16 and fmt not in ("PNG", "TIFF"):
         warnings.warn(f"{name}: {fmt} stores 8 bits per channel; 16-bit output reduced to 8 bits", stacklevel=3)
-        pixels = _to_8bit(pixels)
+        pixels = to_8bit(pixels)
     if pixels.dtype == np.uint16 and pixels.ndim == 3:  # 16-bit colour: beyond Pillow
         if pixels.shape[2] == 2:  # 16-bit grey+alpha: OpenCV/tifffile want 1, 3 or 4 channels
             grey, alpha = pixels[:, :, :1], pixels[:, :, 1:]
@@ -273,24 +275,31 @@ def _encode(pixels: np.ndarray, fmt: str, icc: bytes | None, exif: bytes | None,
     return buf.getvalue()
 
 
-def write_bytes_atomic(path, data: bytes) -> None:
-    """Write bytes to `path` via a temp file in the same folder and os.replace: all or nothing."""
+@contextlib.contextmanager
+def atomic_output(path):
+    """Yield a hidden, unique temp path beside `path`; on success it replaces `path`, on any error it is removed.
+
+    The writer creates the temp file itself, so it gets the umask's mode (mkstemp would make it 0600).
+    """
     path = Path(path)
-    tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
     try:
-        # os.open honours the umask (mkstemp would leave the output 0600).
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        yield tmp
         os.replace(tmp, path)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise UserError(f"{path}: cannot write ({err.strerror or err})") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def write_bytes_atomic(path, data: bytes) -> None:
+    """Write bytes to `path` via a temp file in the same folder and os.replace: all or nothing."""
+    try:
+        with atomic_output(path) as tmp, open(tmp, "xb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as err:
+        raise UserError(f"{path}: cannot write ({err.strerror or err})") from None
 
 
 def write_image(path, pixels: np.ndarray, icc_profile: bytes | None = None, exif: bytes | None = None,
@@ -308,7 +317,7 @@ def to_pil(data: ImageData) -> Image.Image:
     """ImageData as a Pillow image (16-bit colour becomes 8-bit: Pillow has no 16-bit RGB mode)."""
     pixels = data.pixels
     if pixels.dtype == np.uint16 and pixels.ndim == 3:
-        pixels = _to_8bit(pixels)
+        pixels = to_8bit(pixels)
     if pixels.ndim == 2:
         img = Image.fromarray(np.ascontiguousarray(pixels))  # uint8 -> L, uint16 -> I;16
     else:

@@ -29,6 +29,7 @@ import torch.distributed as dist
 
 from progsr.devices import resolve_device
 from progsr.errors import UserError
+from progsr.imageio import atomic_output
 
 CHECKPOINT_FORMAT = "progsr.train.v1"
 # LPIPS terms skip stage images smaller than this: AlexNet's strided convs and pools need about 32 px.
@@ -350,13 +351,8 @@ def load_checkpoint(path) -> dict:
 
 
 def _save_atomic(obj, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
+    with atomic_output(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _rng_state() -> dict:
@@ -412,37 +408,22 @@ def weights_digest(*modules) -> str:
 # ------------------------------------------------------------------------------------- validation, samples
 
 
-def _upscale_u8(model, lr: np.ndarray, s: int, alpha: float, device) -> np.ndarray:
-    """The benchmark's quantisation of a generator's output: fp32, clamp, round to uint8; grey via 3 equal channels."""
-    rgb = lr if lr.ndim == 3 else np.repeat(lr[..., None], 3, axis=2)
-    x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].to(device, torch.float32) / 255.0
-    y = model(x, scale=s, alpha=alpha)[0].float().clamp(0, 1)
-    if lr.ndim == 2:
-        y = y.mean(dim=0, keepdim=True)
-    out = (y * 255.0).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-    return out[..., 0] if lr.ndim == 2 else out
-
-
 def make_validation_set(images, scales) -> list[tuple[int, np.ndarray, np.ndarray]]:
     """(scale, HR modcropped to it, its MATLAB-bicubic uint8 LR) for each image and scale: the benchmark protocol."""
-    from progsr.resize import imresize, modcrop
+    from progsr.evaluation import make_lr
 
-    items = []
-    for s in scales:
-        for _, hr_full in images:
-            hr = modcrop(hr_full, s)
-            items.append((s, hr, imresize(hr, scale=1 / s)))
-    return items
+    return [(s, *make_lr(hr_full, s)) for s in scales for _, hr_full in images]
 
 
 @torch.no_grad()
 def validate(model, val_set, device, top_scale: int, alpha: float) -> dict:
     """Mean Y-PSNR (crop_border = scale) per scale; the scale being faded in is evaluated at the current alpha."""
+    from progsr.evaluation import upscale_u8
     from progsr.metrics import psnr
 
     per_scale: dict[int, list[float]] = {}
     for s, hr, lr in val_set:
-        sr = _upscale_u8(model, lr, s, alpha if s == top_scale else 1.0, device)
+        sr = upscale_u8(model, lr, s, alpha if s == top_scale else 1.0, device)
         per_scale.setdefault(s, []).append(psnr(sr, hr, crop_border=s))
     return {f"val/psnr_x{s}": float(np.mean(v)) for s, v in per_scale.items()}
 
@@ -486,6 +467,15 @@ def save_sample_grid(model, images, path: Path, max_scale: int, alpha: float, de
     write_image(path, np.concatenate(rows, axis=0))
 
 
+def _parse_record(line: str) -> dict | None:
+    """One metrics.jsonl line as a dict, or None for a blank, truncated or otherwise unreadable line."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return record if isinstance(record, dict) else None
+
+
 class MetricsLog:
     """metrics.jsonl (one JSON object per line), plus TensorBoard when it is installed; rank 0 only."""
 
@@ -493,11 +483,11 @@ class MetricsLog:
         self.path = out / "metrics.jsonl"
         if resume_iteration is not None and self.path.exists():
             # Drop what a killed run logged after its last checkpoint, so the log has each iteration once.
+            # A line that does not parse was cut short by the kill: it is dropped too.
             kept = [line for line in self.path.read_text(encoding="utf-8").splitlines()
-                    if line.strip() and json.loads(line).get("it", 0) <= resume_iteration]
-            tmp = self.path.with_name(".metrics.jsonl.tmp")
-            tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-            os.replace(tmp, self.path)
+                    if (record := _parse_record(line)) is not None and record.get("it", 0) <= resume_iteration]
+            with atomic_output(self.path) as tmp:
+                tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
         self.file = open(self.path, "a", encoding="utf-8")
         self.tb = None
         try:

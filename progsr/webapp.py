@@ -27,6 +27,7 @@ from PIL import Image
 
 from progsr import paths
 from progsr.errors import UserError
+from progsr.imageio import to_8bit
 
 EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
 MODEL_ENV = "PROGSR_APP_MODEL"  # default for --model: "psnr", "gan" or a .safetensors path
@@ -122,8 +123,7 @@ def check_limits(width: int, height: int, scale: int | None, config: AppConfig, 
 
 def to_display(pixels: np.ndarray) -> np.ndarray:
     """uint8 RGB or RGBA for the browser: 16-bit drops to 8-bit, grey (+alpha) becomes RGB(A)."""
-    if pixels.dtype == np.uint16:
-        pixels = ((pixels.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+    pixels = to_8bit(pixels)
     if pixels.ndim == 2:
         pixels = pixels[:, :, None]
     if pixels.shape[2] in (1, 2):

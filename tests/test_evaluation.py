@@ -203,3 +203,29 @@ def test_set5_x4_bicubic_matches_the_published_row(shared, tmp_path, capsys):
     assert json.loads(out.read_text())["settings"]["ssim_mode"] == "valid"
     for name, value in SET5_X4.items():
         assert entry["images"][name]["psnr"] == pytest.approx(value, abs=0.05)
+
+
+def test_results_json_gets_the_umask_mode_and_a_failed_write_leaves_nothing(tmp_path):
+    import os
+
+    path = tmp_path / "res" / "r.json"
+    old = os.umask(0o022)
+    try:
+        evaluation.write_json({"a": 1}, path)
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644 and json.loads(path.read_text()) == {"a": 1}
+    with pytest.raises(TypeError):
+        evaluation.write_json({"a": 2, "b": object()}, path)  # fails half-way through json.dump
+    assert [p.name for p in path.parent.iterdir()] == ["r.json"] and json.loads(path.read_text()) == {"a": 1}
+    with pytest.raises(TypeError):
+        evaluation.write_json({"b": object()}, tmp_path / "new.json")
+    assert not (tmp_path / "new.json").exists()
+
+
+def test_make_lr_is_modcrop_then_matlab_bicubic():
+    hr = skdata.astronaut()[:43, :41]
+    for padding in ("symmetric", "replicate"):
+        cropped, lr = evaluation.make_lr(hr, 4, padding)
+        assert np.array_equal(cropped, hr[:40, :40])
+        assert np.array_equal(lr, imresize(hr[:40, :40], scale=1 / 4, padding=padding))

@@ -228,3 +228,34 @@ def test_to_pil_modes():
         assert imageio.to_pil(imageio.ImageData(np.zeros((3, 4, 2), np.uint8))).mode == "LA"
         img = imageio.to_pil(imageio.ImageData(np.zeros((3, 4, 4), np.uint8), icc_profile=ICC))
     assert img.mode == "RGBA" and img.info["icc_profile"] == ICC
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o027])
+def test_written_files_get_the_umask_mode(tmp_path, rgb, mask):
+    old = os.umask(mask)
+    try:
+        write_image(tmp_path / "out.png", rgb)
+    finally:
+        os.umask(old)
+    assert (tmp_path / "out.png").stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_atomic_output_keeps_the_old_file_and_no_temp_when_the_writer_fails(tmp_path):
+    path = tmp_path / "out.bin"
+    path.write_bytes(b"old")
+    with pytest.raises(RuntimeError, match="writer broke"):
+        with imageio.atomic_output(path) as tmp:
+            assert tmp.parent == tmp_path and tmp.name.startswith(".")
+            tmp.write_bytes(b"half")
+            raise RuntimeError("writer broke")
+    assert [p.name for p in tmp_path.iterdir()] == ["out.bin"] and path.read_bytes() == b"old"
+    with imageio.atomic_output(path) as tmp:
+        tmp.write_bytes(b"new")
+    assert [p.name for p in tmp_path.iterdir()] == ["out.bin"] and path.read_bytes() == b"new"
+
+
+def test_to_8bit_rounds_every_16bit_value_to_the_nearest_8bit_one():
+    x = np.arange(65536, dtype=np.uint16)
+    assert np.array_equal(imageio.to_8bit(x), np.floor(x / 257 + 0.5).astype(np.uint8))  # 257 is odd: no ties
+    u8 = np.arange(256, dtype=np.uint8)
+    assert imageio.to_8bit(u8) is u8

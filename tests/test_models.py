@@ -428,3 +428,26 @@ def _rewrite_header_config(path, config_json):
     new = json.dumps(header).encode()
     new += b" " * (-len(new) % 8)
     path.write_bytes(struct.pack("<Q", len(new)) + new + raw[8 + n:])
+
+
+def test_saved_weights_get_the_umask_mode(tmp_path):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        path = save_generator(trained_like(seed=1), tmp_path / "g.safetensors")
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600
+
+
+def test_failed_save_leaves_neither_the_file_nor_a_temp(tmp_path, monkeypatch):
+    import os
+
+    def broken_fsync(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", broken_fsync)
+    with pytest.raises(UserError, match="No space left"):
+        save_generator(trained_like(seed=1), tmp_path / "g.safetensors")
+    assert list(tmp_path.iterdir()) == []

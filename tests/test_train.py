@@ -297,3 +297,35 @@ def test_export_errors(tmp_path):
     with pytest.raises(UserError, match=".safetensors"):
         export_main([str(tmp_path / "junk.pt"), str(tmp_path / "out.pt")])
     assert not (tmp_path / "out.safetensors").exists()
+
+
+def test_resume_drops_a_truncated_last_metrics_line(tmp_path):
+    from progsr.train import MetricsLog
+
+    lines = [json.dumps({"it": i, "loss/total": 1.0 / i}) for i in (1, 2, 3)]
+    (tmp_path / "metrics.jsonl").write_text("\n".join(lines) + '\n{"it": 4, "loss/to')  # killed mid-write
+    log = MetricsLog(tmp_path, resume_iteration=2)
+    log.write({"it": 3, "loss/total": 0.5})
+    log.close()
+    assert _records(tmp_path) == [json.loads(lines[0]), json.loads(lines[1]), {"it": 3, "loss/total": 0.5}]
+    assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # no temp file left
+
+
+def test_checkpoints_are_written_atomically_with_the_umask_mode(tmp_path):
+    from progsr.train import _save_atomic
+
+    old = os.umask(0o022)
+    try:
+        _save_atomic({"w": torch.arange(3)}, tmp_path / "ckpt.pt")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "ckpt.pt").stat().st_mode & 0o777 == 0o644
+    assert torch.equal(torch.load(tmp_path / "ckpt.pt")["w"], torch.arange(3))
+    class Unpicklable:
+        def __reduce__(self):
+            raise RuntimeError("cannot pickle")
+
+    with pytest.raises(RuntimeError, match="cannot pickle"):
+        _save_atomic({"w": torch.arange(3), "bad": Unpicklable()}, tmp_path / "ckpt.pt")  # fails half-way
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]
+    assert torch.equal(torch.load(tmp_path / "ckpt.pt")["w"], torch.arange(3))

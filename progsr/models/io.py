@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 
 from progsr.errors import UserError
+from progsr.imageio import write_bytes_atomic
 from progsr.models.generator import GeneratorConfig, ProgressiveGenerator
 
 FORMAT = "progsr.generator.v1"
@@ -31,14 +30,8 @@ def save_generator(model: ProgressiveGenerator, path, metadata: dict | None = No
         header[str(key)] = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=header)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # Serialised in memory: safetensors' own save_file creates its file 0600, ignoring the umask.
+    write_bytes_atomic(path, save(tensors, metadata=header))
     return path
 
 
