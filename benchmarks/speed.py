@@ -34,6 +34,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from progsr.cli import run  # noqa: E402
+from progsr.pixels import u8_to_tensor  # noqa: E402
 
 
 def _reset_peak_rss() -> bool:
@@ -161,7 +162,7 @@ def measure(args) -> dict:
                     if device.type == "cpu":
                         bicubic = lambda: imresize(img, scale=scale)  # noqa: E731
                     else:
-                        x = torch.from_numpy(img).to(device).permute(2, 0, 1)[None].float() / 255
+                        x = u8_to_tensor(img, device)
                         bicubic = lambda: imresize(x, scale=scale)  # noqa: E731
                     with PeakMemory(device) as mem:
                         times = timed(bicubic, args.repeats, args.seconds, device)

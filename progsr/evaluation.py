@@ -110,14 +110,14 @@ def upscale_u8(model, lr: np.ndarray, scale: int, alpha: float = 1.0, device="cp
     """A generator's uint8 output for a uint8 LR: fp32, clamp, round; grey goes through as 3 equal channels."""
     import torch
 
+    from progsr.pixels import tensor_to_u8, u8_to_tensor
+
     rgb = lr if lr.ndim == 3 else np.repeat(lr[..., None], 3, axis=2)
-    x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].to(device, torch.float32) / 255.0
     with torch.no_grad():
-        y = model(x, scale=scale, alpha=alpha)[0].float().clamp(0, 1)
+        y = model(u8_to_tensor(rgb, device), scale=scale, alpha=alpha).float().clamp(0, 1)
     if lr.ndim == 2:
-        y = y.mean(dim=0, keepdim=True)
-    out = (y * 255.0).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-    return out[..., 0] if lr.ndim == 2 else out
+        return tensor_to_u8(y.mean(dim=1, keepdim=True))[..., 0]
+    return tensor_to_u8(y)
 
 
 class BicubicMethod:

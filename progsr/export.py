@@ -14,14 +14,9 @@ def export(ckpt, out, use_ema: bool = True) -> dict:
     from progsr import __version__
     from progsr.models.generator import GeneratorConfig, ProgressiveGenerator
     from progsr.models.io import save_generator
-    from progsr.train import list_checkpoints, load_checkpoint
+    from progsr.training.checkpoints import load_checkpoint, newest_checkpoint
 
-    ckpt = Path(ckpt).expanduser()
-    if ckpt.is_dir():  # a run folder: its newest checkpoint
-        found = list_checkpoints(ckpt)
-        if not found:
-            raise UserError(f"{ckpt}: no checkpoints in this run folder")
-        ckpt = found[-1]
+    ckpt = newest_checkpoint(ckpt)  # a run folder: its newest checkpoint
     out = Path(out).expanduser()
     if out.suffix != ".safetensors":
         raise UserError(f"{out}: the output must be a .safetensors file")
@@ -38,7 +33,7 @@ def export(ckpt, out, use_ema: bool = True) -> dict:
         "training_images": str(run["images"]),
         "train_seconds": f"{run['train_seconds']:.0f}",
         "processes": str(run["world_size"]),
-        "validation_set": Path(run["val"]).name if run.get("val") else "none",
+        "validation_set": run.get("val_name") or (Path(run["val"]).name if run.get("val") else "none"),
         "validation": validation[-1] if validation else {},
         "train_config": cfg,
         "checkpoint": ckpt.name,

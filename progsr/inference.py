@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from progsr.devices import resolve_device
 from progsr.errors import UserError
 from progsr.imageio import ImageData, check_pixels, from_pil, read_image, to_pil, write_image
+from progsr.pixels import from_float, to_float
 
 DEFAULT_MAX_PIXELS = 16_777_216  # input pixels (4096 x 4096); the output has scale^2 times as many
 DEFAULT_TILE_OVERLAP = 32  # LR pixels shared by neighbouring tiles
@@ -109,26 +110,6 @@ def _memory_available(device: torch.device) -> int:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
         return 4 << 30
-
-
-def _to_float(pixels: np.ndarray) -> np.ndarray:
-    if pixels.dtype == np.uint8:
-        return pixels.astype(np.float32) / 255.0
-    if pixels.dtype == np.uint16:
-        return pixels.astype(np.float32) / 65535.0
-    if np.issubdtype(pixels.dtype, np.floating):
-        return np.clip(pixels.astype(np.float32), 0.0, 1.0)
-    raise UserError(f"unsupported pixel type {pixels.dtype} (use uint8, uint16 or float in [0, 1])")
-
-
-def _from_float(x: torch.Tensor, dtype: np.dtype) -> np.ndarray:
-    """float tensor in [0, 1] (any shape) -> numpy of `dtype`, rounded to the nearest level for integers."""
-    x = x.clamp(0, 1)
-    if dtype == np.uint8:
-        return (x * 255).round_().to(torch.uint8).numpy()
-    if dtype == np.uint16:
-        return (x.double() * 65535).round_().to(torch.int32).numpy().astype(np.uint16)
-    return x.numpy().astype(dtype)
 
 
 class Upscaler:
@@ -337,7 +318,7 @@ class Upscaler:
             raise UserError(f"empty image ({width}x{height})")
         check_pixels(width, height, self.max_pixels, "image")
         channels = 1 if pixels.ndim == 2 else pixels.shape[2]
-        values = _to_float(pixels).reshape(height, width, channels)
+        values = to_float(pixels).reshape(height, width, channels)
         colour = values[:, :, :3] if channels >= 3 else np.repeat(values[:, :, :1], 3, axis=2)
         alpha = values[:, :, channels - 1] if channels in (2, 4) else None
         return torch.from_numpy(np.ascontiguousarray(colour)).permute(2, 0, 1)[None], alpha
@@ -355,7 +336,7 @@ class Upscaler:
         planes = [y]
         if alpha is not None:
             planes.append(_imresize(torch.from_numpy(np.ascontiguousarray(alpha))[None], out_hw))
-        out = _from_float(torch.cat(planes).permute(1, 2, 0), pixels.dtype)
+        out = from_float(torch.cat(planes).permute(1, 2, 0), pixels.dtype)
         return out[:, :, 0] if pixels.ndim == 2 else out
 
     # ------------------------------------------------------------------------------------------ the engine

@@ -6,8 +6,8 @@ import torch
 
 from progsr.paths import shared_dir
 
-# Keep the suite deterministic and polite on a 2-core machine.
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# Keep the suite deterministic and polite on a 2-core machine (OMP_NUM_THREADS=1 while a training run shares it).
+torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or min(2, os.cpu_count() or 1)))
 
 
 @pytest.fixture

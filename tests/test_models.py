@@ -231,7 +231,7 @@ def test_bad_generator_configs_are_user_errors():
         GeneratorConfig(blocks=[6, 2, 2])
     with pytest.raises(UserError, match="upsampler"):
         GeneratorConfig(upsampler="deconv")
-    with pytest.raises(UserError, match="unknown key"):
+    with pytest.raises(UserError, match="unknown config key"):
         GeneratorConfig.from_dict({"chanels": [64, 16, 16, 16]})
 
 
@@ -415,7 +415,7 @@ def test_load_errors_are_user_errors(tmp_path):
     bad_key = tmp_path / "badkey.safetensors"
     save_generator(ProgressiveGenerator(tiny_config()), bad_key)
     _rewrite_header_config(bad_key, json.dumps({"chanels": [8, 4, 4, 4]}))
-    with pytest.raises(UserError, match="badkey.safetensors.*unknown key"):
+    with pytest.raises(UserError, match="badkey.safetensors.*unknown config key"):
         load_generator(bad_key)
 
 

@@ -16,8 +16,10 @@ from progsr.export import main as export_main
 from progsr.metrics import psnr
 from progsr.paths import shared_dir
 from progsr.resize import imresize
-from progsr.train import (PRESETS, TrainConfig, apply_overrides, learning_rate, list_checkpoints, load_checkpoint,
-                          load_config, main, schedule, stage_boundaries, weights_digest)
+from progsr.train import main
+from progsr.training.checkpoints import MetricsLog, list_checkpoints, load_checkpoint, save_atomic, weights_digest
+from progsr.training.config import (PRESETS, TrainConfig, apply_overrides, check_config, learning_rate, load_config,
+                                    schedule, stage_boundaries)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -96,18 +98,19 @@ def test_schedule_without_fades():
 
 
 def test_learning_rate_warmup_and_cosine():
-    cfg = TrainConfig(lr=1e-3, lr_min=1e-5, warmup_iters=10, iters=110)
+    cfg = TrainConfig(lr=1e-3, lr_min=1e-5, warmup_iters=10, lr_decay_iters=110, iters=50)
     assert learning_rate(0, cfg.lr, cfg) == pytest.approx(1e-4)
     assert learning_rate(9, cfg.lr, cfg) == pytest.approx(1e-3)
     assert learning_rate(10, cfg.lr, cfg) == pytest.approx(1e-3)
     assert learning_rate(60, cfg.lr, cfg) == pytest.approx((1e-3 + 1e-5) / 2)
     assert learning_rate(110, cfg.lr, cfg) == pytest.approx(1e-5)
     assert learning_rate(60, 2e-3, cfg) == pytest.approx((2e-3 + 2e-5) / 2)  # D's rate follows the same shape
+    # a time-budgeted chunk: the cosine follows the chunk's elapsed fraction and ends at lr_min
+    assert learning_rate(20, cfg.lr, cfg, budget_fraction=0.5) == pytest.approx((1e-3 + 1e-5) / 2)
+    assert learning_rate(20, cfg.lr, cfg, budget_fraction=1.2) == pytest.approx(1e-5)
 
 
 def test_presets_are_valid():
-    from progsr.train import check_config
-
     for name, make in PRESETS.items():
         check_config(make())
     gan = load_config("x8_gan")
@@ -130,16 +133,17 @@ def test_overrides_are_typed():
 
 @pytest.mark.parametrize("make_args, message", [
     (lambda t, f: ["--config", str(t / "bad_key.json")], "unknown config key"),
-    (lambda t, f: ["--config", str(t / "bad_type.json")], "crop_size: expected an integer"),
+    (lambda t, f: ["--config", str(t / "bad_type.json")], "batch_size: expected an integer"),
     (lambda t, f: ["--config", "nope"], "not a preset"),
-    (lambda t, f: ["--config", "tiny", "--set", "generator.channelz=[1]"], "unknown key"),
+    (lambda t, f: ["--config", "tiny", "--set", "generator.channelz=[1]"], "unknown config key.*did you mean channels"),
     (lambda t, f: ["--config", "tiny", "--set", "phase=psnr", "--set", "adversarial_weight=1"], "needs phase gan"),
-    (lambda t, f: ["--config", "tiny", "--set", "crop_size=36"], "multiple of the scale"),
+    (lambda t, f: ["--config", "tiny", "--set", "lr_crop=[8,8]"], "lr_crop need 3 entries"),
+    (lambda t, f: ["--config", "tiny", "--set", "scale_mix=[1,1,0]"], "top scale"),
     (lambda t, f: ["--config", "tiny", "--set", "fade_iters=[1]"], "2 entries"),
 ])
 def test_bad_config_is_a_one_line_error_before_any_work(tmp_path, folders, make_args, message):
     (tmp_path / "bad_key.json").write_text(json.dumps({"base": "tiny", "learning_rate": 1}))
-    (tmp_path / "bad_type.json").write_text(json.dumps({"base": "tiny", "crop_size": "big"}))
+    (tmp_path / "bad_type.json").write_text(json.dumps({"base": "tiny", "batch_size": "big"}))
     out = tmp_path / "run"
     args = make_args(tmp_path, folders) + ["--data", str(folders / "train"), "--out", str(out), "--device", "cpu"]
     with pytest.raises(UserError, match=message) as err:
@@ -219,6 +223,7 @@ def test_overfitting_one_image_beats_bicubic(tmp_path):
     out = tmp_path / "run"
     assert main(["--config", "tiny", "--data", str(folder), "--val", str(folder), "--out", str(out), "--device", "cpu",
                  "--set", 'generator={"channels": [32, 32], "blocks": [2]}', "--set", "fade_iters=[]",
+                 "--set", "scale_mix=[1]", "--set", "lr_crop=[16]",
                  "--set", "stable_iters=[]", "--set", "lr=0.002", "--set", "lr_decay=constant",
                  "--set", "ema_beta=0", "--set", "augment=false", "--set", "iters=60", "--set", "val_every=60"]) == 0
     bicubic = psnr(imresize(imresize(hr, scale=1 / 2), scale=2), hr, crop_border=2)
@@ -300,8 +305,6 @@ def test_export_errors(tmp_path):
 
 
 def test_resume_drops_a_truncated_last_metrics_line(tmp_path):
-    from progsr.train import MetricsLog
-
     lines = [json.dumps({"it": i, "loss/total": 1.0 / i}) for i in (1, 2, 3)]
     (tmp_path / "metrics.jsonl").write_text("\n".join(lines) + '\n{"it": 4, "loss/to')  # killed mid-write
     log = MetricsLog(tmp_path, resume_iteration=2)
@@ -312,11 +315,9 @@ def test_resume_drops_a_truncated_last_metrics_line(tmp_path):
 
 
 def test_checkpoints_are_written_atomically_with_the_umask_mode(tmp_path):
-    from progsr.train import _save_atomic
-
     old = os.umask(0o022)
     try:
-        _save_atomic({"w": torch.arange(3)}, tmp_path / "ckpt.pt")
+        save_atomic({"w": torch.arange(3)}, tmp_path / "ckpt.pt")
     finally:
         os.umask(old)
     assert (tmp_path / "ckpt.pt").stat().st_mode & 0o777 == 0o644
@@ -326,6 +327,77 @@ def test_checkpoints_are_written_atomically_with_the_umask_mode(tmp_path):
             raise RuntimeError("cannot pickle")
 
     with pytest.raises(RuntimeError, match="cannot pickle"):
-        _save_atomic({"w": torch.arange(3), "bad": Unpicklable()}, tmp_path / "ckpt.pt")  # fails half-way
+        save_atomic({"w": torch.arange(3), "bad": Unpicklable()}, tmp_path / "ckpt.pt")  # fails half-way
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]
     assert torch.equal(torch.load(tmp_path / "ckpt.pt")["w"], torch.arange(3))
+
+
+# ------------------------------------------------------------------------------------- runs in chunks
+
+
+def test_sigint_writes_a_checkpoint_that_resume_continues_from(tmp_path, folders):
+    """Ctrl-C mid-run: exit 130 with a checkpoint at the iteration reached; --resume auto then finishes the run."""
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "progsr.train", "--config", "tiny", "--data", str(folders / "train"), "--val", "none",
+           "--out", str(out), "--device", "cpu", "--threads", "1", "--iters", "100000", "--set", "log_every=1",
+           "--set", "ckpt_every=100000", "--set", "lr_decay_iters=100000", "--set", "stage1_iters=100000"]
+    proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:  # wait until it is training, a few iterations in
+        log = out / "metrics.jsonl"
+        if log.exists() and sum(1 for line in log.read_text().splitlines() if '"loss/total"' in line) >= 3:
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr[-2000:]
+    assert "SIGINT received" in stderr and "Traceback" not in stderr
+    ckpts = list_checkpoints(out)
+    assert len(ckpts) == 1
+    reached = load_checkpoint(ckpts[0])["iteration"]
+    assert reached >= 3
+    assert main(["--out", str(out), "--resume", "auto", "--device", "cpu", "--iters", str(reached + 2)]) == 0
+    assert load_checkpoint(list_checkpoints(out)[-1])["iteration"] == reached + 2
+    its = [r["it"] for r in _records(out) if "loss/total" in r]
+    assert its == list(range(1, reached + 3))  # every iteration logged once across the interruption
+
+
+def test_extending_a_run_keeps_its_learning_rate_schedule(tmp_path, folders):
+    """Stopping at 8 and extending with --iters 16 gives the same learning rates as one 16-iteration run."""
+    extra = ["--set", "log_every=1", "--set", "val_every=0", "--set", "warmup_iters=2", "--set", "lr_decay_iters=16"]
+    whole, chunked = tmp_path / "whole", tmp_path / "chunked"
+    assert _run(folders, whole, *extra, "--iters", "16") == 0
+    assert _run(folders, chunked, *extra, "--iters", "8") == 0
+    assert main(["--out", str(chunked), "--resume", "auto", "--device", "cpu", "--iters", "16"]) == 0
+    rates = lambda out: [r["lr"] for r in _records(out) if "lr" in r]  # noqa: E731
+    assert len(rates(whole)) == 16 and rates(chunked) == pytest.approx(rates(whole))
+    assert rates(whole)[-1] == pytest.approx(learning_rate(15, 1e-3, dataclasses.replace(load_config("tiny"), warmup_iters=2)))
+
+
+def test_budget_mode_anneals_within_the_budget_and_checkpoints_on_time(tmp_path, folders):
+    """The one-call GPU mode, on the CPU with a tiny budget: it stops at the budget with lr near lr_min."""
+    out = tmp_path / "run"
+    assert _run(folders, out, "--budget-minutes", "0.05", "--iters", "1000000", "--set", "log_every=1",
+                "--set", "val_every=0", "--set", "ckpt_every=1000000", "--set", "ckpt_every_minutes=0.01",
+                "--set", "keep_ckpts=100", "--set", "warmup_iters=0", "--set", "lr_decay_iters=1000000") == 0
+    records = [r for r in _records(out) if "lr" in r]
+    assert records[-1]["time"] >= 3.0  # ran for the budget (0.05 min of training time) ...
+    assert records[-1]["lr"] < 0.02 * records[0]["lr"]  # ... and ended annealed, though lr_decay_iters is far away
+    assert all(a["lr"] >= b["lr"] for a, b in zip(records, records[1:]))
+    ckpts = list_checkpoints(out)
+    assert len(ckpts) >= 3  # every 0.6 s of training, and at the end
+    assert load_checkpoint(ckpts[-1])["iteration"] == records[-1]["it"]
+
+
+def test_resume_auto_without_a_checkpoint_says_so(tmp_path, folders, capsys):
+    out = tmp_path / "run"
+    assert _run(folders, out, "--resume", "auto", "--iters", "2", "--set", "val_every=0") == 0
+    assert "no checkpoint" in capsys.readouterr().err
+    for ckpt in list_checkpoints(out):
+        ckpt.unlink()
+    with pytest.raises(UserError, match="metrics log but no checkpoint"):  # never a silent restart over a log
+        _run(folders, out, "--resume", "auto")

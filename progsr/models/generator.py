@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from progsr.config import check_types, replace_checked
 from progsr.errors import UserError
 from progsr.models.layers import Conv2dLayer, FeatureBlock, NearestConvUpsample, SubPixelUpsample
 
@@ -22,24 +23,10 @@ ACTIVATIONS = ("relu", "lrelu", "silu")
 
 
 class ConfigMixin:
-    """JSON round-trip and field type checks shared by the model config dataclasses."""
+    """JSON round-trip for the model config dataclasses; types are checked by progsr.config (one checker)."""
 
     def _check_types(self, what: str) -> None:
-        for f in dataclasses.fields(self):
-            value, default = getattr(self, f.name), f.default
-            if isinstance(default, bool):
-                ok, want = isinstance(value, bool), "true or false"
-            elif isinstance(default, int):
-                ok, want = isinstance(value, int) and not isinstance(value, bool), "an integer"
-            elif isinstance(default, float):
-                ok, want = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
-            elif isinstance(default, str):
-                ok, want = isinstance(value, str), "a string"
-            else:  # tuples of ints
-                ok = isinstance(value, tuple) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
-                want = "a list of integers"
-            if not ok:
-                raise UserError(f"{what} config: {f.name} must be {want}, got {value!r}")
+        check_types(self, what)
 
     def to_dict(self) -> dict:
         """Plain dict for JSON (tuples become lists; from_dict turns them back)."""
@@ -51,19 +38,10 @@ class ConfigMixin:
 
     @classmethod
     def from_dict(cls, data: dict):
-        """Rebuild a config from a dict (e.g. parsed JSON), restoring tuples; unknown keys are an error."""
+        """Rebuild a config from a dict (e.g. parsed JSON), type-checked; unknown keys are an error."""
         if not isinstance(data, dict):
             raise UserError(f"{cls.__name__}: expected a mapping, got {type(data).__name__}")
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - set(fields))
-        if unknown:
-            raise UserError(f"{cls.__name__}: unknown key(s) {', '.join(unknown)}; known: {', '.join(fields)}")
-        kwargs = {}
-        for key, value in data.items():
-            if isinstance(fields[key].default, tuple) and isinstance(value, list):
-                value = tuple(value)
-            kwargs[key] = value
-        return cls(**kwargs)
+        return replace_checked(cls(), data, cls.__name__)
 
     @classmethod
     def from_json(cls, text: str):

@@ -1,0 +1,54 @@
+"""uint8/uint16 <-> float conversion: the one place where pixel values change scale.
+
+Inside the library images are float32 in [0, 1]; files and the benchmark protocol are uint8 (or uint16).
+numpy images are HxW or HxWxC, torch images NxCxHxW.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from progsr.errors import UserError
+
+_LEVELS = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
+
+
+def to_float(pixels: np.ndarray) -> np.ndarray:
+    """uint8 / uint16 / float numpy pixels as float32 in [0, 1] (float input is clipped, never rescaled)."""
+    top = _LEVELS.get(pixels.dtype)
+    if top is not None:
+        return pixels.astype(np.float32) / top
+    if np.issubdtype(pixels.dtype, np.floating):
+        return np.clip(pixels.astype(np.float32), 0.0, 1.0)
+    raise UserError(f"unsupported pixel type {pixels.dtype} (use uint8, uint16 or float in [0, 1])")
+
+
+def from_float(x: torch.Tensor, dtype) -> np.ndarray:
+    """A float tensor in [0, 1] (any shape, any device) as numpy `dtype`, clamped and rounded for integer types."""
+    dtype = np.dtype(dtype)
+    x = x.detach().float().clamp(0, 1).cpu()
+    if dtype == np.uint8:
+        return (x * 255).round_().to(torch.uint8).numpy()
+    if dtype == np.uint16:
+        return (x.double() * 65535).round_().to(torch.int32).numpy().astype(np.uint16)
+    return x.numpy().astype(dtype)
+
+
+def u8_to_tensor(img: np.ndarray, device="cpu") -> torch.Tensor:
+    """uint8 HxWx3 (or a batch NxHxWx3) numpy image -> float32 Nx3xHxW tensor in [0, 1] on `device`."""
+    batch = img if img.ndim == 4 else img[None]
+    x = torch.from_numpy(np.ascontiguousarray(batch)).to(device)
+    return x.permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def u8_tensor_to_float(x: torch.Tensor) -> torch.Tensor:
+    """A uint8 torch tensor (any layout) as float32 in [0, 1], on its device."""
+    return x.float().div_(255.0)
+
+
+def tensor_to_u8(x: torch.Tensor) -> np.ndarray:
+    """Float 1x3xHxW (or 3xHxW) tensor in [0, 1] -> uint8 HxWx3 numpy (clamped, rounded half to even)."""
+    if x.ndim == 4:
+        x = x[0]
+    return from_float(x.permute(1, 2, 0), np.uint8)

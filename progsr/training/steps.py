@@ -1,0 +1,124 @@
+"""One training step's losses: the generator's (pixel, LPIPS, triplet, adversarial) and the discriminator's.
+
+A batch is a list of groups (scale, LR, [stage targets]), one per scale of the batch mix. Each group runs
+through G up to its own scale; the group at the curriculum's top stage is faded in with alpha, the
+others run at alpha 1. Every term is a mean over the group's samples, weighted by its share of the batch.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from progsr.losses import (charbonnier, feature_distance, l1_distance, ragan_d_loss, ragan_g_loss,
+                           triplet_loss)
+
+# LPIPS terms skip stage images smaller than this: AlexNet's strided convs and pools need about 32 px.
+LPIPS_MIN_SIZE = 32
+
+
+def _stages(scale: int) -> int:
+    return int(scale).bit_length() - 1
+
+
+def _add(terms: dict, key: str, value: torch.Tensor, weight: float) -> None:
+    terms[key] = terms.get(key, 0.0) + weight * value
+
+
+def generator_losses(G, D, lpips_loss, groups, stage: int, alpha: float, cfg, amp):
+    """(total loss, {term: value}) for G on this batch; `outs` per group are returned for the D step."""
+    batch = sum(lr.shape[0] for _, lr, _ in groups)
+    terms: dict = {}
+    outputs = []
+    for scale, lr, targets in groups:
+        n_stages, share = _stages(scale), lr.shape[0] / batch
+        g_alpha = alpha if n_stages == stage else 1.0
+        alphas = [1.0] * (n_stages - 1) + [g_alpha]
+        with amp:
+            outs = G(lr, scale=scale, alpha=g_alpha, return_stages=True)
+        outs = [o.float() for o in outs]
+        outputs.append(outs)
+        if cfg.pixel_weight > 0:
+            pixel = sum(charbonnier(o, t) for o, t in zip(outs, targets))
+            terms[f"pixel_x{scale}"] = pixel.detach()
+            _add(terms, "pixel", pixel, share)
+        # Computed once per stage and shared by the terms that need them: per-sample LPIPS(target, output),
+        # and D's logits and features for the target (no grad) and for the output.
+        lpips_d, judged = {}, {}
+        adv_stages = list(range(1, n_stages + 1)) if cfg.adversarial_stages == "all" else [n_stages]
+        with amp:
+            if lpips_loss is not None:
+                for k in range(n_stages):
+                    if min(outs[k].shape[-2:]) >= LPIPS_MIN_SIZE:
+                        lpips_d[k] = lpips_loss(targets[k], outs[k]).float()
+            d_stages = {s - 1 for s in adv_stages} if cfg.adversarial_weight > 0 else set()
+            if cfg.triplet_weight > 0 and cfg.triplet_distance == "dfeat":
+                d_stages |= set(range(n_stages))
+            for k in sorted(d_stages):
+                with torch.no_grad():
+                    real, f_real = D(targets[k], lr, k + 1, alphas[k], return_features=True)
+                fake, f_fake = D(outs[k], lr, k + 1, alphas[k], return_features=True)
+                judged[k] = (real.float(), [f.float() for f in f_real], fake.float(), [f.float() for f in f_fake])
+        if cfg.perceptual_weight > 0:  # logged even when every stage is too small for LPIPS (then 0)
+            _add(terms, "perceptual", sum((d.mean() for d in lpips_d.values()), torch.zeros((), device=lr.device)),
+                 share)
+        if cfg.triplet_weight > 0:
+            losses, active = _triplet(G, D, lpips_loss, lr, outs, targets, alphas, lpips_d, judged, cfg, amp)
+            if losses:
+                _add(terms, "triplet", sum(losses), share)
+                _add(terms, "triplet_active", torch.stack(active).mean(), share)
+        if cfg.adversarial_weight > 0:
+            _add(terms, "adversarial", sum(ragan_g_loss(judged[s - 1][0], judged[s - 1][2]) for s in adv_stages), share)
+    total = sum(cfg_weight(cfg, key) * value for key, value in terms.items() if cfg_weight(cfg, key))
+    terms["total"] = total
+    return total, terms, outputs
+
+
+def cfg_weight(cfg, key: str) -> float:
+    """The config's weight of a loss term (0 for logged-only values)."""
+    return {"pixel": cfg.pixel_weight, "perceptual": cfg.perceptual_weight, "triplet": cfg.triplet_weight,
+            "adversarial": cfg.adversarial_weight}.get(key, 0.0)
+
+
+def _triplet(G, D, lpips_loss, lr, outs, targets, alphas, lpips_d, judged, cfg, amp):
+    """Per stage k: anchor = target, positive = stage-k output, negative = the interpolated stage k-1 image."""
+    from progsr.models.generator import upsample_image
+
+    losses, active = [], []
+    previous = [lr] + outs[:-1]
+    for k in range(len(outs)):
+        anchor, positive = targets[k], outs[k]
+        negative = upsample_image(previous[k].detach()).float()
+        if cfg.triplet_distance == "l1":
+            d_ap, d_an = l1_distance(anchor, positive), l1_distance(anchor, negative)
+        elif cfg.triplet_distance == "lpips":
+            if k not in lpips_d:
+                continue  # too small for LPIPS
+            d_ap = lpips_d[k]
+            with amp, torch.no_grad():
+                d_an = lpips_loss(anchor, negative).float()
+        else:  # dfeat: distances between D's feature maps
+            _, f_anchor, _, f_positive = judged[k]
+            with amp, torch.no_grad():
+                f_negative = D(negative, lr, k + 1, alphas[k], return_features=True)[1]
+            d_ap = feature_distance(f_anchor, f_positive)
+            d_an = feature_distance(f_anchor, [f.float() for f in f_negative])
+        loss_k, active_k = triplet_loss(d_ap, d_an, cfg.triplet_margin)
+        losses.append(loss_k)
+        active.append(active_k)
+    return losses, active
+
+
+def discriminator_loss(D, groups, outputs, stage: int, alpha: float, cfg, amp) -> torch.Tensor:
+    """Relativistic-average D loss: real targets against the detached outputs, every judged stage of every group."""
+    batch = sum(lr.shape[0] for _, lr, _ in groups)
+    total = 0.0
+    for (scale, lr, targets), outs in zip(groups, outputs):
+        n_stages = _stages(scale)
+        alphas = [1.0] * (n_stages - 1) + [alpha if n_stages == stage else 1.0]
+        adv_stages = list(range(1, n_stages + 1)) if cfg.adversarial_stages == "all" else [n_stages]
+        with amp:
+            for k in adv_stages:
+                real = D(targets[k - 1], lr, k, alphas[k - 1])
+                fake = D(outs[k - 1].detach(), lr, k, alphas[k - 1])
+                total = total + lr.shape[0] / batch * ragan_d_loss(real.float(), fake.float())
+    return total

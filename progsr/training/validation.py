@@ -1,0 +1,102 @@
+"""Validation on the held-out split (benchmark protocol, never a benchmark set), sample grids, learning curves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from progsr.pixels import tensor_to_u8, u8_to_tensor
+
+
+def make_validation_set(images, scales) -> list[tuple[int, np.ndarray, np.ndarray]]:
+    """(scale, HR modcropped to it, its MATLAB-bicubic uint8 LR) for each image and scale: the benchmark protocol."""
+    from progsr.evaluation import make_lr
+
+    return [(s, *make_lr(hr_full, s)) for s in scales for _, hr_full in images]
+
+
+@torch.no_grad()
+def validate(model, val_set, device, top_scale: int, alpha: float) -> dict:
+    """Mean Y-PSNR (crop_border = scale) per scale; the scale being faded in is evaluated at the current alpha."""
+    from progsr.evaluation import upscale_u8
+    from progsr.metrics import psnr
+
+    per_scale: dict[int, list[float]] = {}
+    for s, hr, lr in val_set:
+        sr = upscale_u8(model, lr, s, alpha if s == top_scale else 1.0, device)
+        per_scale.setdefault(s, []).append(psnr(sr, hr, crop_border=s))
+    return {f"val/psnr_x{s}": float(np.mean(v)) for s, v in per_scale.items()}
+
+
+def bicubic_baseline(val_set) -> dict:
+    """The MATLAB-bicubic Y-PSNR of the validation set per scale, for reference in the log."""
+    from progsr.metrics import psnr
+    from progsr.resize import imresize
+
+    per_scale: dict[int, list[float]] = {}
+    for s, hr, lr in val_set:
+        per_scale.setdefault(s, []).append(psnr(imresize(lr, scale=s), hr, crop_border=s))
+    return {f"val/bicubic_x{s}": float(np.mean(v)) for s, v in per_scale.items()}
+
+
+@torch.no_grad()
+def save_sample_grid(model, images, path: Path, max_scale: int, alpha: float, device, size: int = 192) -> None:
+    """PNG grid, one row per validation image (centre crop): LR | bicubic | each stage | HR, all shown at HR size."""
+    from progsr.imageio import write_image
+    from progsr.resize import imresize
+    from progsr.training.data import to_rgb8
+
+    images = [to_rgb8(hr) for _, hr in images[:3]]
+    c = min([size] + [min(hr.shape[:2]) for hr in images]) // max_scale * max_scale  # one crop size for all rows
+    if not images or c == 0:
+        return
+    rows = []
+    for hr in images:
+        y0, x0 = (hr.shape[0] - c) // 2, (hr.shape[1] - c) // 2
+        hr = np.ascontiguousarray(hr[y0 : y0 + c, x0 : x0 + c])
+        lr = imresize(hr, scale=1 / max_scale)
+        stages = model(u8_to_tensor(lr, device), scale=max_scale, alpha=alpha, return_stages=True)
+        panels = [lr, imresize(lr, scale=max_scale)] + [tensor_to_u8(img) for img in stages] + [hr]
+        rows.append(np.concatenate([np.kron(p, np.ones((c // p.shape[0], c // p.shape[1], 1), dtype=np.uint8))
+                                    for p in panels], axis=1))
+    write_image(path, np.concatenate(rows, axis=0))
+
+
+def plot_learning_curve(records: list[dict], path: Path) -> bool:
+    """PNG of validation Y-PSNR gain over bicubic per scale against samples seen and training hours.
+
+    Returns False (and writes nothing) when matplotlib is not installed or there is nothing to plot.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    from progsr.imageio import atomic_output
+
+    base = next((r for r in records if any(k.startswith("val/bicubic_x") for k in r)), {})
+    val = [r for r in records if any(k.startswith("val/psnr_x") for k in r) and "samples" in r]
+    if not val:
+        return False
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    for key in sorted({k for r in val for k in r if k.startswith("val/psnr_x")}, key=lambda k: int(k.split("x")[-1])):
+        scale = key.split("_")[-1]
+        pts = [(r["samples"], r["time"] / 3600, r[key] - base.get(f"val/bicubic_{scale}", 0.0)) for r in val if key in r]
+        axes[0].plot([p[0] for p in pts], [p[2] for p in pts], marker=".", label=scale)
+        axes[1].plot([p[1] for p in pts], [p[2] for p in pts], marker=".", label=scale)
+    axes[0].set_xlabel("training samples seen")
+    axes[1].set_xlabel("training time (hours)")
+    axes[0].set_ylabel("validation Y-PSNR gain over bicubic (dB)" if base else "validation Y-PSNR (dB)")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle("progsr learning curve (held-out validation split)")
+    fig.tight_layout()
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=90)
+    plt.close(fig)
+    return True
