@@ -94,6 +94,15 @@ def blend_ramp(length: int, overlap: int, scale: int, rise: bool, fall: bool) ->
     return w.float()
 
 
+def default_max_output_pixels() -> int:
+    """The default output limit: what a uint8 RGB result (with its encoder's copy) can take of half the RAM."""
+    try:
+        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        total = 8 << 30
+    return int(total * 0.5 / 8)
+
+
 def _memory_available(device: torch.device) -> int:
     """Bytes free for activations: CUDA's free memory, or the CPU's MemAvailable."""
     if device.type == "cuda":
@@ -121,14 +130,17 @@ class Upscaler:
     (whole image when it fits). tile_overlap: LR pixels shared by neighbouring tiles. tile_batch:
     tiles per forward pass (None: as many as memory allows, at most 16). realism: None to use `model`
     as is, or r in [0, 1] to blend the shipped psnr (0) and gan (1) weights. max_pixels: the largest
-    input accepted (None: no limit). pre_pad: LR pixels of reflection added around the image (and cropped
+    input accepted (None: no limit). max_output_pixels: the largest output accepted (default: from the
+    machine's RAM, see default_max_output_pixels; None: no limit, though an output that cannot fit in free
+    memory is still refused). pre_pad: LR pixels of reflection added around the image (and cropped
     off the result). compile: run the model through torch.compile.
     """
 
     def __init__(self, model="psnr", device="auto", precision="auto", tile: int | None = None,
                  tile_overlap: int = DEFAULT_TILE_OVERLAP, tile_batch: int | None = None,
                  realism: float | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS,
-                 pre_pad: int = DEFAULT_PRE_PAD, compile: bool = False):
+                 pre_pad: int = DEFAULT_PRE_PAD, compile: bool = False,
+                 max_output_pixels: int | None = -1):
         from progsr.models.io import load_generator
 
         if tile_overlap < 0:
@@ -139,6 +151,11 @@ class Upscaler:
             raise UserError(f"tile_batch {tile_batch}: must be >= 1")
         if max_pixels is not None and max_pixels < 1:
             raise UserError(f"--max-pixels {max_pixels}: must be >= 1")
+        if max_output_pixels == -1:
+            max_output_pixels = default_max_output_pixels()
+        if max_output_pixels is not None and max_output_pixels < 1:
+            raise UserError(f"--max-output-pixels {max_output_pixels}: must be >= 1")
+        self.max_output_pixels = max_output_pixels
         self.device = resolve_device(device)
         self.dtype = resolve_precision(precision, self.device)
         self.tile, self.tile_overlap, self.tile_batch = tile, tile_overlap, tile_batch
@@ -299,14 +316,56 @@ class Upscaler:
     def upscale_pixels(self, pixels: np.ndarray, scale: int = 8, outscale: float | None = None,
                        size: tuple[int, int] | None = None, progress: Progress | None = None,
                        realism: float | None = None) -> np.ndarray:
-        """The numpy core: HxW / HxWxC (C = 1..4) uint8, uint16 or float -> the same dtype and layout."""
+        """The numpy core: HxW / HxWxC (C = 1..4) uint8, uint16 or float -> the same dtype and layout.
+
+        At an exact model scale the result is assembled strip by strip straight into its final dtype, so
+        memory is the output array plus one strip of float tiles, whatever the image size.
+        """
+        pixels = np.asarray(pixels)
         colour, alpha = self._split(pixels)
-        model_scale, out_hw = self.plan(colour.shape[-2], colour.shape[-1], scale, outscale, size)
+        height, width = colour.shape[-2:]
+        model_scale, out_hw = self.plan(height, width, scale, outscale, size)
+        self.check_output(height, width, model_scale, out_hw, pixels)
         with self._lock:
             if realism is not None:
                 self.set_realism(realism)
-            y = self._run(colour, model_scale, progress)
-        return self._finish(y[0], alpha, out_hw, np.asarray(pixels))
+            if out_hw != (height * model_scale, width * model_scale):  # shrink after the model: a float image
+                y = self._run(colour, model_scale, progress)
+                return self._finish(y[0], alpha, out_hw, pixels)
+            channels = 1 if pixels.ndim == 2 else pixels.shape[2]
+            out = np.empty((out_hw[0], out_hw[1], channels), dtype=pixels.dtype)
+            for top, bottom, [rows] in self._stream(colour, model_scale, progress):
+                out[top * model_scale: bottom * model_scale, :, : 1 if channels < 3 else 3] = \
+                    self._colour_pixels(rows[0], channels, pixels.dtype)
+        if alpha is not None:
+            out[:, :, -1] = from_float(_imresize(torch.from_numpy(np.ascontiguousarray(alpha))[None], out_hw)[0],
+                                       pixels.dtype)
+        return out[:, :, 0] if pixels.ndim == 2 else out
+
+    def check_output(self, height: int, width: int, model_scale: int, out_hw: tuple[int, int],
+                     pixels: np.ndarray) -> None:
+        """Refuse (UserError naming --max-output-pixels) an output over the limit or too big for free memory."""
+        out_pixels = out_hw[0] * out_hw[1]
+        if self.max_output_pixels is not None and out_pixels > self.max_output_pixels:
+            raise UserError(f"output {out_hw[1]}x{out_hw[0]} has {out_pixels / 1e6:.0f} MP, over the "
+                            f"{self.max_output_pixels / 1e6:.0f} MP limit (--max-output-pixels; 0 = no limit)")
+        need = self.output_bytes(height, width, model_scale, out_hw, pixels)
+        free = _memory_available(torch.device("cpu"))
+        if need > free:
+            raise UserError(f"output {out_hw[1]}x{out_hw[0]} needs about {need / 2**30:.1f} GiB of memory, "
+                            f"{free / 2**30:.1f} GiB is free: use a smaller --scale/--outscale, or free memory")
+
+    def output_bytes(self, height: int, width: int, model_scale: int, out_hw: tuple[int, int],
+                     pixels: np.ndarray) -> int:
+        """Host memory the result needs besides the network: the final array, its encoded copy, and float planes."""
+        channels = 1 if pixels.ndim == 2 else pixels.shape[2]
+        final = out_hw[0] * out_hw[1] * channels * np.dtype(pixels.dtype).itemsize
+        extra = 0
+        if out_hw != (height * model_scale, width * model_scale):  # the whole model output as float, then a resize
+            extra += height * width * model_scale**2 * 4 * 7
+        if channels in (2, 4):  # alpha is resized as one float64 plane
+            extra += out_hw[0] * out_hw[1] * 8
+        return 2 * final + extra  # the array and, while the file is written, its encoder's copy
 
     def _split(self, pixels: np.ndarray) -> tuple[torch.Tensor, np.ndarray | None]:
         """Check an image and split it (step 1): 1x3xHxW float32 colour (grey repeated), HxW float alpha or None."""
@@ -322,6 +381,14 @@ class Upscaler:
         colour = values[:, :, :3] if channels >= 3 else np.repeat(values[:, :, :1], 3, axis=2)
         alpha = values[:, :, channels - 1] if channels in (2, 4) else None
         return torch.from_numpy(np.ascontiguousarray(colour)).permute(2, 0, 1)[None], alpha
+
+    @staticmethod
+    def _colour_pixels(y: torch.Tensor, channels: int, dtype) -> np.ndarray:
+        """3xhxw float rows of the network's output -> hxwx3 (or hxwx1 grey) pixels of `dtype`."""
+        if channels < 3:  # the RGB result as grey, as Pillow's convert("L") would make it
+            y = y.clamp(0, 1)
+            y = sum(w * y[c] for c, w in enumerate(LUMA))[None]
+        return from_float(y.permute(1, 2, 0), dtype)
 
     @staticmethod
     def _finish(y: torch.Tensor, alpha: np.ndarray | None, out_hw: tuple[int, int],
@@ -342,25 +409,75 @@ class Upscaler:
     # ------------------------------------------------------------------------------------------ the engine
 
     def _run(self, x: torch.Tensor, scale: int, progress: Progress | None) -> torch.Tensor:
-        """Upscale a 1x3xHxW float32 CPU tensor by `scale`: pre-pad, tile or whole, blend, crop; unclamped."""
+        """Upscale a 1x3xHxW float32 CPU tensor by `scale` into one float image: pre-pad, tiles, blend, crop; unclamped."""
         [out] = self._run_iter(x, scale, progress)
         return out
 
     def _run_iter(self, x: torch.Tensor, scale: int, progress: Progress | None,
                   stages: bool = False) -> Iterator[torch.Tensor]:
-        """_run as a generator: yields the x`scale` image, or with stages=True the x2, x4, ... x`scale` images."""
+        """_run as a generator: yields the x`scale` image, or with stages=True the x2, x4, ... x`scale` images.
+
+        A whole image streams each stage as soon as the network has computed it; a tiled one yields them
+        after its last tile.
+        """
+        padded, ph, pw = self._pad(x)
+        tile, _ = self._choose_tiling(padded.shape[-2], padded.shape[-1], scale)
+        done = 0  # images already yielded: after an out-of-memory error the tiled retry does not yield them again
+        if stages and tile >= max(padded.shape[-2:]):
+            lr = padded.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+            images = self.model.iter_stages(lr, scale)  # not compiled: it pauses between stages
+            _, _, h, w = x.shape
+            try:
+                for s in (s for s in self.scales if s <= scale):
+                    with self._inference():  # entered per stage: inference_mode and autocast are thread-local
+                        result = next(images)
+                    if progress is not None and s == scale:
+                        progress(1, 1)
+                    done += 1
+                    yield result.float().cpu()[:, :, ph * s: (ph + h) * s, pw * s: (pw + w) * s]
+                return
+            except Exception as err:  # noqa: BLE001 - only out-of-memory errors are retried, with tiles
+                if not _is_oom(err):
+                    raise
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                self._tile_cap = max(MIN_TILE, 2 * self.tile_overlap, tile // 2)
+                warnings.warn(f"out of memory on {self.device}; retrying with {self._tile_cap}px tiles", stacklevel=2)
+        blocks: list[list[torch.Tensor]] = []
+        for top, _, rows in self._stream(x, scale, progress, stages):
+            if top == 0:  # the first strip, or the first again after an out-of-memory retry
+                blocks = [[] for _ in rows]
+            for block, r in zip(blocks, rows):
+                block.append(r)
+        for k, block in enumerate(blocks):
+            if k >= done:
+                yield torch.cat(block, dim=-2)
+
+    def _pad(self, x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
+        """The image with `pre_pad` LR pixels of reflection around it (fewer for a tiny image), and the pads."""
         _, _, h, w = x.shape
         ph, pw = min(self.pre_pad, h - 1), min(self.pre_pad, w - 1)
-        padded = F.pad(x, (pw, pw, ph, ph), mode="reflect") if ph or pw else x
+        return (F.pad(x, (pw, pw, ph, ph), mode="reflect") if ph or pw else x), ph, pw
+
+    def _stream(self, x: torch.Tensor, scale: int, progress: Progress | None,
+                stages: bool = False) -> Iterator[tuple[int, int, list[torch.Tensor]]]:
+        """Yield (top, bottom, [rows per scale]): the finished output rows of LR rows [top, bottom), strip by strip.
+
+        Rows are float32 1x3xrxW on the CPU, pre-pad cropped; [rows per scale] is the x`scale` rows, or with
+        stages=True the x2, x4, ... rows. After an out-of-memory error it starts again from top = 0 with
+        smaller tiles or batches.
+        """
+        _, _, h, w = x.shape
+        padded, ph, pw = self._pad(x)
+        scales = [s for s in self.scales if s <= scale] if stages else [scale]
         tile, batch = self._choose_tiling(padded.shape[-2], padded.shape[-1], scale)
-        done = 0  # images already yielded: a retry after running out of memory does not yield them again
         while True:
             try:
-                for k, out in enumerate(self._run_tiles(padded, scale, tile, batch, progress, stages)):
-                    if k >= done:
-                        s = out.shape[-2] // padded.shape[-2]
-                        done += 1
-                        yield out[:, :, ph * s: (ph + h) * s, pw * s: (pw + w) * s]
+                for top, bottom, rows in self._run_tiles(padded, scale, tile, batch, progress, scales):
+                    a, b = max(top, ph), min(bottom, ph + h)
+                    if a < b:
+                        yield a - ph, b - ph, [r[:, :, (a - top) * s: (b - top) * s, pw * s: (pw + w) * s]
+                                               for r, s in zip(rows, scales)]
                 return
             except Exception as err:  # noqa: BLE001 - only out-of-memory errors are retried
                 if not _is_oom(err):
@@ -380,15 +497,23 @@ class Upscaler:
                               stacklevel=2)
 
     def _choose_tiling(self, h: int, w: int, scale: int) -> tuple[int, int]:
-        """(tile, batch) for a padded h x w input: the user's tile or one sized to free memory."""
+        """(tile, batch) for a padded h x w input: the user's tile or one sized to free memory.
+
+        The plan counts the network's activations and the float strip the tiles are blended into
+        (16 bytes per output pixel over a tile's height and the full width); the whole image runs in one
+        pass only when its float output fits too.
+        """
         per_pixel = self._activation_bytes_per_pixel(scale)
         budget = _memory_available(self.device) * (0.6 if self.device.type == "cuda" else 0.25)
+        host_budget = _memory_available(torch.device("cpu")) * 0.25
+        strip_per_row = 16 * scale * scale * w  # float RGB + weight, per LR row of the strip
         tile = self.tile
         if tile is None:
-            if h * w * per_pixel <= budget:
+            if h * w * per_pixel <= budget and h * strip_per_row <= host_budget:
                 tile = max(h, w)  # the whole image in one pass
             else:
-                tile = int(math.sqrt(budget / per_pixel)) // 8 * 8
+                tile = int(math.sqrt(budget / per_pixel))
+                tile = min(tile, int(host_budget / strip_per_row)) // 8 * 8
                 tile = max(min(tile, MAX_AUTO_TILE), MIN_TILE, 2 * self.tile_overlap)
         if self._tile_cap is not None:
             tile = min(tile, self._tile_cap)
@@ -439,53 +564,58 @@ class Upscaler:
             yield
 
     def _run_tiles(self, padded: torch.Tensor, scale: int, tile: int, batch: int, progress: Progress | None,
-                   stages: bool = False) -> Iterator[torch.Tensor]:
-        """Yield the padded image upscaled by `scale` (stages=True: by 2, 4, ... `scale`), float32 on the CPU.
+                   scales: list[int]) -> Iterator[tuple[int, int, list[torch.Tensor]]]:
+        """Yield (top, bottom, [rows per scale in `scales`]) of the padded image, float32 on the CPU, strip by strip.
 
-        The whole image (one tile) yields each stage as soon as the network has computed it. Tiles are
-        blended per stage, with windows scaled by the stage's factor, and yielded after the last tile.
+        Tiles run a row of tiles at a time and are blended into one strip buffer per scale (windows scaled
+        by the scale's factor). The rows no later tile row touches are final: they are normalised and
+        yielded, and the overlap carries on to the next strip. Memory: one strip, never the whole float image.
         """
         _, _, h, w = padded.shape
         th, tw = min(tile, h), min(tile, w)
         ys, xs = tile_starts(h, th, self.tile_overlap), tile_starts(w, tw, self.tile_overlap)
-        boxes = [(y, x) for y in ys for x in xs]
-        scales = [s for s in self.scales if s <= scale] if stages else [scale]
-        if len(boxes) == 1:
+        if len(ys) == len(xs) == 1:
             lr = padded.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-            images = self.model.iter_stages(lr, scale) if stages else None  # not compiled: it pauses between stages
-            for s in scales:
-                with self._inference():  # entered per stage: inference_mode and autocast are thread-local
-                    result = next(images) if stages else self._forward(lr, scale=scale)
-                if progress is not None and s == scale:
-                    progress(1, 1)
-                yield result.float().cpu()
-            return
-        outs = [torch.zeros(1, 3, h * s, w * s) for s in scales]
-        weights = [torch.zeros(1, 1, h * s, w * s) for s in scales]
-        ramps: dict[tuple, torch.Tensor] = {}
-        for i in range(0, len(boxes), batch):
-            group = boxes[i: i + batch]
-            tiles = torch.cat([padded[:, :, y: y + th, x: x + tw] for y, x in group])
-            tiles = tiles.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
             with self._inference():
-                results = self._forward(tiles, scale=scale, return_stages=True) if stages else \
-                    [self._forward(tiles, scale=scale)]
-            for s, out, weight, result in zip(scales, outs, weights, results):
-                result = result.float().cpu()
-                for k, (y, x) in enumerate(group):
-                    key = (s, th, tw, y > 0, y + th < h, x > 0, x + tw < w)
-                    if key not in ramps:
-                        ry = blend_ramp(th, self.tile_overlap, s, key[3], key[4])
-                        rx = blend_ramp(tw, self.tile_overlap, s, key[5], key[6])
-                        ramps[key] = ry[:, None] * rx[None, :]
-                    win = ramps[key]
-                    region = (slice(None), slice(None), slice(y * s, (y + th) * s), slice(x * s, (x + tw) * s))
-                    out[region] += result[k] * win
-                    weight[region] += win
+                results = self._forward(lr, scale=scale, return_stages=True)
             if progress is not None:
-                progress(min(i + batch, len(boxes)), len(boxes))
-        for out, weight in zip(outs, weights):
-            yield out / weight
+                progress(1, 1)
+            yield 0, h, [results[s.bit_length() - 2].float().cpu() for s in scales]
+            return
+        total, done, ramps = len(ys) * len(xs), 0, {}
+        acc = [torch.zeros(1, 3, th * s, w * s) for s in scales]
+        weight = [torch.zeros(1, 1, th * s, w * s) for s in scales]
+        for i, y in enumerate(ys):
+            boxes = [(y, x) for x in xs]
+            for j in range(0, len(boxes), batch):
+                group = boxes[j: j + batch]
+                tiles = torch.cat([padded[:, :, y: y + th, x: x + tw] for _, x in group])
+                tiles = tiles.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+                with self._inference():
+                    results = self._forward(tiles, scale=scale, return_stages=True)
+                for out, wsum, s in zip(acc, weight, scales):
+                    result = results[s.bit_length() - 2].float().cpu()
+                    for k, (_, x) in enumerate(group):
+                        key = (s, th, tw, y > 0, y + th < h, x > 0, x + tw < w)
+                        if key not in ramps:
+                            ry = blend_ramp(th, self.tile_overlap, s, key[3], key[4])
+                            rx = blend_ramp(tw, self.tile_overlap, s, key[5], key[6])
+                            ramps[key] = ry[:, None] * rx[None, :]
+                        out[:, :, :, x * s: (x + tw) * s] += result[k] * ramps[key]
+                        wsum[:, :, :, x * s: (x + tw) * s] += ramps[key]
+                done += len(group)
+                if progress is not None:
+                    progress(done, total)
+            end = ys[i + 1] if i + 1 < len(ys) else y + th  # LR rows above the next tile row are final
+            yield y, end, [out[:, :, : (end - y) * s] / wsum[:, :, : (end - y) * s] for out, wsum, s in
+                           zip(acc, weight, scales)]
+            if i + 1 < len(ys):
+                for k, s in enumerate(scales):
+                    carry = (y + th - end) * s
+                    new_acc, new_w = torch.zeros_like(acc[k]), torch.zeros_like(weight[k])
+                    new_acc[:, :, :carry] = acc[k][:, :, (end - y) * s:]
+                    new_w[:, :, :carry] = weight[k][:, :, (end - y) * s:]
+                    acc[k], weight[k] = new_acc, new_w
 
     # ------------------------------------------------------------------------------------------ kinds
 

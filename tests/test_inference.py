@@ -201,7 +201,8 @@ def test_upscale_stages_equal_upscale_from_one_network_pass(model_path, img, rng
     for s, out in stages:
         assert out.dtype == np.uint8 and out.shape == expected[s].shape == (48 * s, 56 * s) + pixels.shape[2:]
         assert np.abs(out.astype(int) - expected[s].astype(int)).max() <= 1  # within 1/255
-    assert batches == ([1] if tile is None else [12] * 4)  # one pass: 1 whole image, or 12 tiles in 4 batches
+    # one pass: 1 whole image, or 3 strips of 4 tiles, each strip in batches of 3 and 1
+    assert batches == ([1] if tile is None else [12] * 6)
     assert counts["head"] == len(batches)  # the network ran once per tile batch, not once per stage
 
 
@@ -226,11 +227,11 @@ def test_out_of_memory_retries_with_smaller_tiles(model_path, img):
     expected = up.upscale_pixels(img, 2)
     real_forward, sizes = up._forward, []
 
-    def forward(x, scale):  # pretend the device only fits 40x40 pixels of input at once
+    def forward(x, scale, **kwargs):  # pretend the device only fits 40x40 pixels of input at once
         sizes.append(tuple(x.shape))
         if x.shape[0] * x.shape[2] * x.shape[3] > 40 * 40:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return real_forward(x, scale=scale)
+        return real_forward(x, scale=scale, **kwargs)
 
     up._forward = forward
     with pytest.warns(UserWarning, match="out of memory"):
