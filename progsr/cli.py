@@ -25,6 +25,17 @@ def _usage() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`progsr COMMAND ...`; output piped into a reader that stops early (`| head`) ends quietly."""
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at interpreter exit
+        return 141  # 128 + SIGPIPE, as a shell reports it
+
+
+def _main(argv: list[str] | None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())

@@ -22,5 +22,8 @@ def resolve_device(name: str | None = "auto", local_rank: int = 0) -> torch.devi
     try:
         torch.empty(0, device=device)
     except (RuntimeError, AssertionError) as err:
-        raise UserError(f"--device {name}: not usable here ({str(err).splitlines()[0]})") from None
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if len(reason) > 120:  # torch explains some devices in paragraphs: keep the first sentence
+            reason = reason.split(". ")[0][:117].rstrip() + "..."
+        raise UserError(f"--device {name}: not usable here ({reason})") from None
     return device

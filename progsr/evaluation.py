@@ -45,10 +45,10 @@ class BenchConfig:
     method: str = "bicubic"  # "bicubic" or a path to progsr generator weights (.safetensors)
     datasets: tuple[str, ...] = ("Set5", "Set14", "BSD100")
     scales: tuple[int, ...] = (2, 4, 8)
-    data_root: Path | None = None  # None: $PROGSR_DATA
+    data_root: Path | None = None  # None: $PROGSR_DATA, then ../shared/data/test
     lpips: bool = False
     lpips_net: str = "alex"
-    backbones: Path | None = None  # LPIPS backbone file/folder; None: $PROGSR_BACKBONES, then torchvision
+    backbones: Path | None = None  # LPIPS backbone file/folder; None: $PROGSR_BACKBONES, ../shared, torchvision
     padding: str = "symmetric"  # imresize border handling for the LR (and the bicubic method)
     ssim_mode: str = "valid"  # "valid" (ssim_index.m, BasicSR) or "same" (MATLAB's built-in ssim())
     device: str = "auto"
@@ -59,7 +59,11 @@ class BenchConfig:
 
 
 def _data_root(cfg: BenchConfig) -> Path:
+    from progsr.paths import shared_dir
+
     root = cfg.data_root or os.environ.get("PROGSR_DATA")
+    if not root and shared_dir() is not None and (shared_dir() / "data" / "test").is_dir():
+        root = shared_dir() / "data" / "test"  # the dev data beside the checkout (../shared or $PROGSR_SHARED)
     if not root:
         raise UserError("no data folder: pass --data-root DIR or set PROGSR_DATA (a folder holding Set5/, Set14/, ...)")
     root = Path(root).expanduser()
@@ -139,14 +143,15 @@ class BicubicMethod:
 
 
 class GeneratorMethod:
-    """A progsr generator from a .safetensors file; grey images go through it as 3 equal channels."""
+    """A progsr generator from a .safetensors file, run exactly as users get it: through Upscaler (pre-pad, tiles)."""
 
     def __init__(self, path: Path, device):
-        from progsr.models.io import load_generator
+        from progsr.inference import Upscaler
 
         self.path = path
         self.device = device
-        self.model, self.metadata = load_generator(path, device=device)
+        self.upscaler = Upscaler(path, device=device, precision="fp32", max_pixels=None, max_output_pixels=None)
+        self.model, self.metadata = self.upscaler.model, self.upscaler.metadata
         self.name = path.stem
 
     def check_scale(self, s: int) -> None:
@@ -158,7 +163,7 @@ class GeneratorMethod:
         return {"name": self.name, "weights": str(self.path), "metadata": self.metadata}
 
     def __call__(self, lr: np.ndarray, s: int) -> np.ndarray:
-        out = upscale_u8(self.model, lr, s, device=self.device)
+        out = self.upscaler.upscale_pixels(lr, scale=s)
         expected = (lr.shape[0] * s, lr.shape[1] * s)
         if out.shape[:2] != expected:
             raise UserError(f"{self.path}: the generator returned {out.shape[:2]} for x{s}, expected {expected}")
@@ -211,6 +216,7 @@ def run_benchmark(cfg: BenchConfig) -> dict:
     from tqdm import tqdm
 
     root = _data_root(cfg)
+    tty = sys.stderr.isatty()  # a bar on a terminal; a log gets one plain line per dataset and scale
     scales = sorted(set(cfg.scales))
     if not scales or min(scales) < 2:
         raise UserError(f"--scales must be integers >= 2, got {list(cfg.scales)}")
@@ -218,7 +224,7 @@ def run_benchmark(cfg: BenchConfig) -> dict:
         raise UserError(f"--padding must be one of {PADDINGS}, got '{cfg.padding}'")
     files = {name: dataset_files(root, name) for name in cfg.datasets}
     for paths in files.values():  # fail on a bad image now, not after an hour of work
-        for path in tqdm(paths, desc="checking images", unit="img", leave=False, dynamic_ncols=True):
+        for path in tqdm(paths, desc="checking images", unit="img", leave=False, dynamic_ncols=True, disable=not tty):
             hr = read_hr(path)
             for s in scales:
                 _check_size(path, modcrop(hr, s), s, cfg.lpips_net if cfg.lpips else None)
@@ -236,7 +242,7 @@ def run_benchmark(cfg: BenchConfig) -> dict:
 
     results = {}
     total = sum(len(paths) for paths in files.values()) * len(scales)
-    with tqdm(total=total, unit="img", desc="bench", dynamic_ncols=True) as bar:
+    with tqdm(total=total, unit="img", desc="bench", dynamic_ncols=True, disable=not tty) as bar:
         for name, paths in files.items():
             results[name] = {f"x{s}": {"mean": {}, "images": {}} for s in scales}
             for path in paths:
@@ -250,9 +256,12 @@ def run_benchmark(cfg: BenchConfig) -> dict:
                         row["lpips"] = lpips_distance(sr, hr, lpips_model, crop_border=s)
                     results[name][f"x{s}"]["images"][path.name] = row
                     bar.update(1)
-            for entry in results[name].values():
+            for key, entry in results[name].items():
                 rows = list(entry["images"].values())
                 entry["mean"] = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+                if not tty:
+                    print(f"bench: {name} {key}: " + ", ".join(f"{k} {v:.4f}" for k, v in entry["mean"].items()),
+                          file=sys.stderr, flush=True)
 
     commit, dirty = _git_state()
     return {
@@ -330,7 +339,8 @@ def _parse_args(argv) -> BenchConfig:
     p.add_argument("--datasets", nargs="+", default=["Set5", "Set14", "BSD100"], metavar="NAME",
                    help=f"folders under --data-root, e.g. {' '.join(KNOWN_DATASETS)}")
     p.add_argument("--scales", nargs="+", type=int, default=[2, 4, 8], metavar="S")
-    p.add_argument("--data-root", type=Path, default=None, help="folder holding the datasets (default: $PROGSR_DATA)")
+    p.add_argument("--data-root", type=Path, default=None,
+                   help="folder holding the datasets (default: $PROGSR_DATA, then ../shared/data/test)")
     p.add_argument("--lpips", action="store_true", help="also measure LPIPS (RGB)")
     p.add_argument("--lpips-net", choices=["alex", "vgg"], default="alex")
     p.add_argument("--backbones", type=Path, default=None,

@@ -9,17 +9,19 @@ from pathlib import Path
 from progsr.errors import UserError
 
 
-def export(ckpt, out, use_ema: bool = True) -> dict:
+def export(ckpt, out, use_ema: bool = True, overwrite: bool = False) -> dict:
     """Write the checkpoint's (EMA) generator with its config and training metadata; returns the metadata."""
     from progsr import __version__
     from progsr.models.generator import GeneratorConfig, ProgressiveGenerator
     from progsr.models.io import save_generator
     from progsr.training.checkpoints import load_checkpoint, newest_checkpoint
 
-    ckpt = newest_checkpoint(ckpt)  # a run folder: its newest checkpoint
     out = Path(out).expanduser()
     if out.suffix != ".safetensors":
         raise UserError(f"{out}: the output must be a .safetensors file")
+    if out.exists() and not overwrite:
+        raise UserError(f"{out}: already exists; pass --overwrite to replace it")
+    ckpt = newest_checkpoint(ckpt)  # a run folder: its newest checkpoint
     state = load_checkpoint(ckpt)
     model = ProgressiveGenerator(GeneratorConfig.from_dict(state["config"]["generator"]))
     model.load_state_dict(state["G_ema" if use_ema else "G"])
@@ -50,8 +52,9 @@ def main(argv=None) -> int:
     p.add_argument("ckpt", type=Path, help="a checkpoint (ckpt_*.pt) or a run folder (its newest checkpoint)")
     p.add_argument("out", type=Path, help="output .safetensors file")
     p.add_argument("--raw", action="store_true", help="export the raw generator instead of its EMA")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
-    meta = export(args.ckpt, args.out, use_ema=not args.raw)
+    meta = export(args.ckpt, args.out, use_ema=not args.raw, overwrite=args.overwrite)
     val = meta["validation"]
     summary = ", ".join(f"{k.split('/')[-1]} {v:.2f} dB" for k, v in val.items() if k.startswith("val/psnr"))
     print(f"wrote {args.out} ({meta['phase']} phase, iteration {meta['iterations']}"

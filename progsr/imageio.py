@@ -28,10 +28,13 @@ from PIL import Image, UnidentifiedImageError
 
 from progsr.errors import UserError
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 # Output format name (Pillow's) for each writable suffix.
 FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF"}
 ORIENTATION = 0x0112
+# progsr enforces its own pixel limit (--max-pixels, checked before decoding), which the user can lift;
+# Pillow's fixed decompression-bomb guard (179 MP) would otherwise refuse large images whatever the option says.
+Image.MAX_IMAGE_PIXELS = None
 
 
 @dataclass
@@ -141,13 +144,13 @@ def read_image(path, max_pixels: int | None = None) -> ImageData:
     Raises UserError for a missing/empty/corrupt/non-image file or one above `max_pixels` (checked before decoding).
     """
     path = Path(path)
-    img = _open_lazy(path, max_pixels)
-    sixteen = _is_16bit_colour(img)
-    la = img.mode == "LA"
-    img = _load(img, path)
-    orientation, icc, exif = _pil_metadata(img)
-    pixels = _decode_16bit(path, la) if sixteen else _pil_pixels(img)
-    return ImageData(apply_orientation(pixels, orientation), icc, exif, img.format)
+    with _open_lazy(path, max_pixels) as img:  # closed when done: GIF and TIFF readers keep the file open
+        sixteen = _is_16bit_colour(img)
+        la = img.mode == "LA"
+        img = _load(img, path)
+        orientation, icc, exif = _pil_metadata(img)
+        pixels = _decode_16bit(path, la) if sixteen else _pil_pixels(img)
+        return ImageData(apply_orientation(pixels, orientation), icc, exif, img.format)
 
 
 def _open_lazy(path: Path, max_pixels: int | None) -> Image.Image:
@@ -264,7 +267,7 @@ def _encode(pixels: np.ndarray, fmt: str, icc: bytes | None, exif: bytes | None,
     options = {}
     if fmt != "BMP" and icc:
         options["icc_profile"] = icc
-    if fmt in ("PNG", "JPEG", "WEBP") and exif:
+    if fmt in ("PNG", "JPEG", "WEBP", "TIFF") and exif:
         options["exif"] = exif
     if fmt in ("JPEG", "WEBP"):
         options["quality"] = quality

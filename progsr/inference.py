@@ -3,7 +3,8 @@
 Order of work for one image (Real-ESRGAN's recipe, with blended tiles instead of hard seams):
   1. split colour and alpha; grey is run as RGB and converted back at the end;
   2. pre-pad the colour with a reflection of the image so borders see context like the interior;
-  3. cut the padded image into equal tiles that overlap by `tile_overlap` LR pixels (or run it whole
+  3. cut the padded image into equal tiles that overlap by `tile_overlap` LR pixels (by default four
+     times the model's receptive radius, so the zero-weight margin below covers it; or run it whole
      when it fits in memory), run them in batches under inference_mode, channels_last and
      autocast (fp32 on CPU, bf16/fp16 on CUDA), and blend them with a smooth window: each tile's
      weight is 0 on the outer quarter of the overlap (the pixels that saw a tile edge instead of the
@@ -40,7 +41,6 @@ from progsr.imageio import ImageData, check_pixels, from_pil, read_image, to_pil
 from progsr.pixels import from_float, to_float
 
 DEFAULT_MAX_PIXELS = 16_777_216  # input pixels (4096 x 4096); the output has scale^2 times as many
-DEFAULT_TILE_OVERLAP = 32  # LR pixels shared by neighbouring tiles
 DEFAULT_PRE_PAD = 8  # LR pixels of reflection around the image
 MIN_TILE = 32
 MAX_AUTO_TILE = 1024
@@ -94,6 +94,30 @@ def blend_ramp(length: int, overlap: int, scale: int, rise: bool, fall: bool) ->
     return w.float()
 
 
+_RADII: dict[str, int] = {}
+
+
+def receptive_radius(model, scale: int) -> int:
+    """LR pixels on each side of a pixel that can change its x`scale` output: measured once per architecture.
+
+    One backward pass from a centre output pixel of a blank probe; the radius is where the input gradient ends.
+    """
+    key = f"{model.config.to_json()}x{scale}"
+    n = 48
+    while key not in _RADII:
+        probe = torch.full((1, 3, n, n), 0.5, requires_grad=True)
+        with torch.enable_grad():
+            out = model(probe, scale=scale)  # a CPU float32 model: called before it moves to its device
+            c = n * scale // 2
+            out[0, :, c, c].sum().backward()
+        support = (probe.grad[0].abs().sum(0) > 0).nonzero()
+        radius = int(max((support - n // 2).abs().max().item(), 1))
+        if radius < n // 2 - 1:  # else the probe was too small to see the whole field: try a larger one
+            _RADII[key] = radius
+        n *= 2
+    return _RADII[key]
+
+
 def default_max_output_pixels() -> int:
     """The default output limit: what a uint8 RGB result (with its encoder's copy) can take of half the RAM."""
     try:
@@ -127,7 +151,8 @@ class Upscaler:
     model: "psnr" or "gan" (the shipped weights in weights/) or a path to a generator .safetensors.
     device: "auto", "cpu", "cuda" or "cuda:N". precision: "auto" (fp32 on CPU, bf16/fp16 on CUDA),
     "fp32", "fp16" or "bf16". tile: LR tile size in pixels, or None to pick it from free memory
-    (whole image when it fits). tile_overlap: LR pixels shared by neighbouring tiles. tile_batch:
+    (whole image when it fits). tile_overlap: LR pixels shared by neighbouring tiles (None: 4x the model's
+    receptive radius, which makes tiling exact; less warns of seams). tile_batch:
     tiles per forward pass (None: as many as memory allows, at most 16). realism: None to use `model`
     as is, or r in [0, 1] to blend the shipped psnr (0) and gan (1) weights. max_pixels: the largest
     input accepted (None: no limit). max_output_pixels: the largest output accepted (default: from the
@@ -137,16 +162,16 @@ class Upscaler:
     """
 
     def __init__(self, model="psnr", device="auto", precision="auto", tile: int | None = None,
-                 tile_overlap: int = DEFAULT_TILE_OVERLAP, tile_batch: int | None = None,
+                 tile_overlap: int | None = None, tile_batch: int | None = None,
                  realism: float | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS,
                  pre_pad: int = DEFAULT_PRE_PAD, compile: bool = False,
                  max_output_pixels: int | None = -1):
         from progsr.models.io import load_generator
 
-        if tile_overlap < 0:
+        if tile_overlap is not None and tile_overlap < 0:
             raise UserError(f"--tile-overlap {tile_overlap}: must be >= 0")
-        if tile is not None and (tile < MIN_TILE or tile < 2 * tile_overlap):
-            raise UserError(f"--tile {tile}: must be >= {MIN_TILE} and >= twice --tile-overlap ({tile_overlap})")
+        if tile is not None and tile < MIN_TILE:
+            raise UserError(f"--tile {tile}: must be at least {MIN_TILE} pixels")
         if tile_batch is not None and tile_batch < 1:
             raise UserError(f"tile_batch {tile_batch}: must be >= 1")
         if max_pixels is not None and max_pixels < 1:
@@ -180,10 +205,20 @@ class Upscaler:
         self.realism = None
         if realism is not None:
             self.set_realism(realism)
-        self.model = self.model.to(self.device, memory_format=torch.channels_last).eval()
-        self.model.requires_grad_(False)
         self.max_scale = self.model.config.max_scale
         self.scales = tuple(2**k for k in range(1, self.model.config.num_stages + 1))
+        self.model.requires_grad_(False)
+        self.receptive_radius = receptive_radius(self.model, self.max_scale)
+        self.model = self.model.to(self.device, memory_format=torch.channels_last).eval()
+        exact = 4 * self.receptive_radius  # the blend window's zero margin (overlap / 4) covers the radius
+        if tile_overlap is None:
+            self.tile_overlap = exact
+        elif tile_overlap < exact:
+            warnings.warn(f"--tile-overlap {tile_overlap} is below {exact} (4x this model's receptive radius of "
+                          f"{self.receptive_radius} px): tile seams may show", stacklevel=2)
+        if tile is not None and tile < 2 * self.tile_overlap:
+            raise UserError(f"--tile {tile}: tiles must be at least twice the overlap ({self.tile_overlap} px, "
+                            f"--tile-overlap); use --tile {2 * self.tile_overlap} or more, or a smaller --tile-overlap")
         self._forward = torch.compile(self.model) if compile else self.model
 
     # ------------------------------------------------------------------------------------------ realism

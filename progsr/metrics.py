@@ -5,7 +5,8 @@ at every border), `test_y_channel` (Y of ITU-R BT.601 studio swing), values on t
 Grey images (HxW or HxWx1) are compared on their raw grey levels, never converted to Y.
 
 LPIPS is the `lpips` package (v0.1 linear layers ship inside it). Only its ImageNet backbone has to be
-found, offline if need be: an explicit path, then $PROGSR_BACKBONES, then torchvision's download/cache.
+found, offline if need be: an explicit path, then $PROGSR_BACKBONES, then backbones/ of the shared dev data
+(../shared or $PROGSR_SHARED), then torchvision's download/cache.
 """
 
 from __future__ import annotations
@@ -152,6 +153,12 @@ def _resolve_backbone(net: str, backbone_path) -> tuple[dict[str, torch.Tensor],
         tried.append(f"$PROGSR_BACKBONES has no {path}")
     else:
         tried.append("$PROGSR_BACKBONES is not set")
+    from progsr.paths import shared_dir
+
+    shared = shared_dir()
+    if shared is not None and _backbone_file(shared / "backbones", net).is_file():  # the dev data beside the checkout
+        path = _backbone_file(shared / "backbones", net)
+        return _read_safetensors(path), str(path)
 
     weights = _torchvision_weights(net)
     try:

@@ -20,6 +20,10 @@ def to_float(pixels: np.ndarray) -> np.ndarray:
     if top is not None:
         return pixels.astype(np.float32) / top
     if np.issubdtype(pixels.dtype, np.floating):
+        top = float(np.nanmax(pixels)) if pixels.size else 0.0
+        if top > 1.0 + 1e-3:  # almost surely 0-255 (or 0-65535) values: clipping would make them all white
+            raise UserError(f"float pixels must be in [0, 1], got values up to {top:g}; divide by 255 (or 65535), "
+                            "or pass the uint8/uint16 array")
         return np.clip(pixels.astype(np.float32), 0.0, 1.0)
     raise UserError(f"unsupported pixel type {pixels.dtype} (use uint8, uint16 or float in [0, 1])")
 

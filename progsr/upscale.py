@@ -23,12 +23,13 @@ from pathlib import Path
 from progsr.errors import UserError
 from progsr.imageio import FORMATS, IMAGE_SUFFIXES
 
-FORMAT_SUFFIXES = {"png": ".png", "jpg": ".jpg", "webp": ".webp", "tiff": ".tiff"}
+FORMAT_SUFFIXES = {"png": ".png", "jpg": ".jpg", "jpeg": ".jpg", "webp": ".webp", "tiff": ".tiff", "tif": ".tiff",
+                   "bmp": ".bmp"}
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `progsr upscale`."""
-    from progsr.inference import DEFAULT_MAX_PIXELS, DEFAULT_TILE_OVERLAP
+    from progsr.inference import DEFAULT_MAX_PIXELS, default_max_output_pixels
 
     p = argparse.ArgumentParser(
         prog="progsr upscale",
@@ -42,7 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
     p.add_argument("--scale", type=int, default=None, metavar="{2,4,8}", help="upscaling factor (default 8)")
-    p.add_argument("-o", "--output", default="upscaled", help="output folder (default: ./upscaled)")
+    p.add_argument("-o", "--output", default="upscaled",
+                   help="output folder (default: ./upscaled); with a single input file, a file name with an image "
+                        "extension (out.png) writes that file")
     p.add_argument("--model", default=None, metavar="psnr|gan|PATH",
                    help="psnr (default: the shipped fidelity model), gan (the shipped realistic model) "
                         "or PATH to a generator .safetensors")
@@ -54,12 +57,13 @@ def build_parser() -> argparse.ArgumentParser:
     size.add_argument("--size", default=None, metavar="WxH", help="exact output size, e.g. 1920x1080")
     p.add_argument("--tile", type=int, default=None, metavar="N",
                    help="input tile size in pixels (default: chosen from free memory; whole image if it fits)")
-    p.add_argument("--tile-overlap", type=int, default=DEFAULT_TILE_OVERLAP, metavar="N",
-                   help=f"input pixels shared by neighbouring tiles (default {DEFAULT_TILE_OVERLAP})")
+    p.add_argument("--tile-overlap", type=int, default=None, metavar="N",
+                   help="input pixels shared by neighbouring tiles (default: 4x the model's receptive radius, "
+                        "80 for the shipped model, which makes tiles seamless)")
     p.add_argument("--device", default="auto", metavar="auto|cpu|cuda", help="auto (default), cpu, cuda or cuda:N")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
                    help="auto (default): fp32 on CPU, bf16 (or fp16) on CUDA")
-    p.add_argument("--format", default=None, choices=sorted(FORMAT_SUFFIXES),
+    p.add_argument("--format", default=None, choices=sorted(FORMAT_SUFFIXES), type=str.lower,
                    help="output format (default: the input's, or png when that cannot be written)")
     p.add_argument("--quality", type=int, default=95, metavar="Q", help="JPEG/WebP quality (default 95)")
     p.add_argument("--recursive", action="store_true", help="also upscale images in subfolders of folder inputs")
@@ -68,6 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
     exist.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
                    help=f"refuse inputs with more pixels than this (default {DEFAULT_MAX_PIXELS}; 0: no limit)")
+    p.add_argument("--max-output-pixels", type=int, default=None, metavar="N",
+                   help=f"refuse outputs with more pixels than this (default: from this machine's RAM, here "
+                        f"{default_max_output_pixels() // 10**6} MP; 0: no limit, though an output that cannot fit "
+                        f"in free memory is still refused)")
     p.add_argument("--compile", action="store_true", help="run the model through torch.compile")
     return p
 
@@ -123,8 +131,12 @@ def collect_inputs(inputs: list[str], recursive: bool, out_dir: Path) -> tuple[l
             add(path, Path(path.name))
         elif path.is_dir():
             walk = path.rglob("*") if recursive else path.iterdir()
-            files = sorted(f for f in walk if f.is_file() and _is_image(f) and not _inside(f, out_real))
-            if not files:
+            images = [f for f in walk if f.is_file() and _is_image(f)]
+            files = sorted(f for f in images if not _inside(f, out_real))
+            if images and not files:
+                problems.append(f"{path}: every image in it is inside the output folder {out_dir}; "
+                                "choose another -o folder")
+            elif not files:
                 hint = "" if recursive or not any(d.is_dir() for d in path.iterdir()) else " (--recursive to look in subfolders)"
                 problems.append(f"{path}: folder has no images ({', '.join(sorted(IMAGE_SUFFIXES))}){hint}")
             for f in files:
@@ -145,15 +157,22 @@ def collect_inputs(inputs: list[str], recursive: bool, out_dir: Path) -> tuple[l
     return pairs, problems
 
 
-def plan_jobs(pairs: list[tuple[Path, Path]], out_dir: Path, fmt: str | None) -> list[Job]:
-    """Output paths for the inputs; UserError if two inputs would write the same file or one overwrite its input."""
+def plan_jobs(pairs: list[tuple[Path, Path]], out_dir: Path, fmt: str | None, out_file: Path | None = None) -> list[Job]:
+    """Output paths for the inputs; UserError if two inputs would write the same file or one overwrite its input.
+
+    The input's suffix is kept as written (.JPG stays .JPG) when progsr can write it; `out_file` names the
+    output of a single input.
+    """
     jobs, seen = [], {}
     for src, rel in pairs:
-        if fmt:
-            suffix = FORMAT_SUFFIXES[fmt]
+        if out_file is not None:
+            dst = out_file
         else:
-            suffix = rel.suffix.lower() if rel.suffix.lower() in FORMATS else ".png"
-        dst = out_dir / rel.with_suffix(suffix)
+            if fmt:
+                suffix = FORMAT_SUFFIXES[fmt]
+            else:
+                suffix = rel.suffix if rel.suffix.lower() in FORMATS else ".png"
+            dst = out_dir / rel.with_suffix(suffix)
         key = dst.resolve()
         if key in seen:
             raise UserError(f"{src} and {seen[key]} would both be written to {dst}; upscale them separately")
@@ -162,6 +181,25 @@ def plan_jobs(pairs: list[tuple[Path, Path]], out_dir: Path, fmt: str | None) ->
         seen[key] = src
         jobs.append(Job(src, dst))
     return jobs
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    """The folders that creating `folder` would make, deepest first."""
+    missing = []
+    for path in [folder, *folder.parents]:
+        if path.exists():
+            break
+        missing.append(path)
+    return missing
+
+
+def remove_empty_folders(folders) -> None:
+    """Remove the folders this run created that hold nothing (deepest first), so a failed run leaves no litter."""
+    for folder in sorted(set(folders), key=lambda p: len(p.parts), reverse=True):
+        try:
+            folder.rmdir()
+        except OSError:
+            pass  # not empty, or already gone
 
 
 def check_output_folder(out_dir: Path) -> None:
@@ -232,22 +270,32 @@ def _setup(args, local_rank: int):
         raise UserError("--realism blends the shipped psnr and gan models; it cannot be used with --model PATH")
 
     # The model first: a missing weights file or a scale the model lacks stops here, before any folder exists.
+    max_output = None if args.max_output_pixels == 0 else (args.max_output_pixels or -1)
     upscaler = Upscaler(
         model=args.model or "psnr", device=resolve_device(args.device, local_rank), precision=args.precision,
         tile=args.tile, tile_overlap=args.tile_overlap, realism=args.realism, max_pixels=args.max_pixels or None,
-        compile=args.compile,
+        compile=args.compile, max_output_pixels=max_output,
     )
     if args.outscale is None and size is None and scale not in upscaler.scales:
         raise UserError(f"--scale {scale}: this model only goes up to x{upscaler.max_scale}")
     if args.outscale is not None and args.outscale > upscaler.max_scale:
         raise UserError(f"--outscale {args.outscale}: this model only goes up to x{upscaler.max_scale}")
 
-    out_dir = Path(args.output)
+    out_dir, out_file = Path(args.output), None
+    if Path(args.output).suffix.lower() in FORMATS and not Path(args.output).is_dir():
+        if len(args.inputs) != 1 or not Path(args.inputs[0]).is_file():
+            raise UserError(f"-o {args.output}: an output file name needs exactly one input file "
+                            "(for several inputs, -o names a folder)")
+        if args.format and FORMATS[FORMAT_SUFFIXES[args.format]] != FORMATS[Path(args.output).suffix.lower()]:
+            raise UserError(f"--format {args.format} contradicts the output file name {args.output}")
+        out_file, out_dir = Path(args.output), Path(args.output).parent
     pairs, problems = collect_inputs(args.inputs, args.recursive, out_dir)
     if not pairs:
         raise UserError(problems[0] if len(problems) == 1 else "no images to upscale: " + "; ".join(problems))
+    created = _missing_folders(out_dir)
     check_output_folder(out_dir)
-    jobs = plan_jobs(pairs, out_dir, args.format)
+    args.created_folders = created
+    jobs = plan_jobs(pairs, out_dir, args.format, out_file)
     existing = [job.dst for job in jobs if job.dst.exists()]
     if existing and not (args.skip_existing or args.overwrite):
         raise UserError(f"{existing[0]}: output already exists ({len(existing)} of {len(jobs)} outputs exist); "
@@ -269,7 +317,8 @@ def _process(upscaler, jobs: list[Job], scale, size, args, prefix: str, show_bar
     from tqdm import tqdm
 
     outcome = Outcome()
-    files_bar = tqdm(total=len(jobs), unit="file", desc="upscale", disable=None if show_bars else True)
+    # Bars only on a terminal; a log gets the plain line per file (and per 10% of a tiled file's tiles).
+    files_bar = tqdm(total=len(jobs), unit="file", desc="upscale", disable=not (show_bars and sys.stderr.isatty()))
     for job in jobs:
         if job.dst.exists() and args.skip_existing:
             outcome.skipped += 1
@@ -277,20 +326,29 @@ def _process(upscaler, jobs: list[Job], scale, size, args, prefix: str, show_bar
             continue
         tile_bar = None
 
+        reported = [0]
+
         def progress(done, total):
             nonlocal tile_bar
-            if total > 1 and show_bars:
+            if total > 1 and show_bars and sys.stderr.isatty():
                 if tile_bar is None:
-                    tile_bar = tqdm(total=total, unit="tile", desc=job.src.name, leave=False, disable=None)
+                    tile_bar = tqdm(total=total, unit="tile", desc=job.src.name, leave=False)
                 tile_bar.update(done - tile_bar.n)
+            elif total > 1 and show_bars and (10 * done) // total > reported[0]:  # a log: a line per 10% of tiles
+                reported[0] = (10 * done) // total
+                say(f"{prefix}{job.src}: {done}/{total} tiles ({100 * done // total}%)", sys.stderr)
 
         start = time.perf_counter()
         try:
+            args.created_folders += _missing_folders(job.dst.parent)
             job.dst.parent.mkdir(parents=True, exist_ok=True)
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 (iw, ih), (ow, oh) = upscaler.upscale_file(job.src, job.dst, scale, args.outscale, size, progress,
                                                            args.quality)
+                if size is not None and abs((ow / oh) / (iw / ih) - 1) > 0.01:
+                    warnings.warn(f"{job.src}: --size {ow}x{oh} changes the aspect ratio of {iw}x{ih} by "
+                                  f"{100 * abs((ow / oh) / (iw / ih) - 1):.0f}% (the image is stretched)")
             for w in caught:
                 say(f"progsr upscale: warning: {w.message}", sys.stderr)
             outcome.done += 1
@@ -315,6 +373,7 @@ def _process(upscaler, jobs: list[Job], scale, size, args, prefix: str, show_bar
 def main(argv: list[str]) -> int:
     """Entry point of `progsr upscale`; returns 0 if every file was upscaled (or skipped), 1 if any failed."""
     args = build_parser().parse_args(argv)
+    args.created_folders = []
     rank, world, local_rank = _dist_env()
     dist = _init_group(world)
     try:
@@ -346,5 +405,6 @@ def main(argv: list[str]) -> int:
             return 1 if total.failed else 0
         return 1 if outcome.failed else 0
     finally:
+        remove_empty_folders(getattr(args, "created_folders", []))
         if dist is not None:
             dist.destroy_process_group()

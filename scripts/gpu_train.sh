@@ -35,7 +35,7 @@ run)
         --set keep_ckpts=1 --set val_every=3000 --set log_every=100 "$@" || status=$?
     # What comes back (8 files at most): the checkpoint, config.json, metrics.jsonl, learning_curve.png, a sample
     # grid or two, and the exported EMA generator.
-    PYTHONPATH=$PWD python -m progsr.cli export "$out/run" "$out/progsr_x8_psnr.safetensors" || status=$?
+    PYTHONPATH=$PWD python -m progsr.cli export --overwrite "$out/run" "$out/progsr_x8_psnr.safetensors" || status=$?
     exit $status
     ;;
 *)

@@ -173,7 +173,10 @@ def test_bad_input_is_a_one_line_user_error(data_root, tmp_path, setup, args, me
 
 
 def test_no_data_root_is_explained(monkeypatch):
+    import progsr.paths
+
     monkeypatch.delenv("PROGSR_DATA", raising=False)
+    monkeypatch.setattr(progsr.paths, "shared_dir", lambda: None)  # no ../shared beside the checkout either
     with pytest.raises(UserError, match="--data-root.*PROGSR_DATA"):
         evaluation.main(["--datasets", "Set5"])
 
@@ -229,3 +232,15 @@ def test_make_lr_is_modcrop_then_matlab_bicubic():
         cropped, lr = evaluation.make_lr(hr, 4, padding)
         assert np.array_equal(cropped, hr[:40, :40])
         assert np.array_equal(lr, imresize(hr[:40, :40], scale=1 / 4, padding=padding))
+
+
+@pytest.mark.shared
+def test_the_readme_lpips_command_works_offline_with_the_data_beside_the_checkout(shared, tmp_path, monkeypatch,
+                                                                                capsys):
+    """No --data-root, no --backbones, no $PROGSR_DATA / $PROGSR_BACKBONES, no network: ../shared is found."""
+    monkeypatch.delenv("PROGSR_DATA", raising=False)
+    out = tmp_path / "r.json"
+    rc, _ = _run(["--datasets", "Set5", "--scales", "4", "--lpips", "--out", str(out)], capsys)
+    assert rc == 0
+    entry = json.loads(out.read_text())["results"]["Set5"]["x4"]["mean"]
+    assert entry["psnr"] == pytest.approx(28.42, abs=0.05) and 0 < entry["lpips"] < 1

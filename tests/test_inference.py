@@ -302,3 +302,35 @@ def test_missing_shipped_weights_are_clear_errors(tmp_path, monkeypatch):
     with pytest.raises(UserError, match="shipped 'gan' model is not installed"):
         Upscaler(realism=0.5)
     Upscaler(realism=0.0)  # psnr alone needs no gan weights
+
+
+def test_default_architecture_tiles_are_seamless_with_the_default_overlap():
+    """The shipped (default-architecture) model: tiled == whole image, with the overlap from its receptive field."""
+    from progsr.paths import shipped_weights
+
+    whole = Upscaler(shipped_weights("psnr"), device="cpu")
+    assert whole.receptive_radius >= 10 and whole.tile_overlap == 4 * whole.receptive_radius
+    img = data.astronaut()[100:300, 150:330]  # 200x180: 2x2 tiles of 160 px
+    tiled = Upscaler(shipped_weights("psnr"), device="cpu", tile=2 * whole.tile_overlap)
+    seen = []
+    a = whole.upscale(img, scale=2)
+    b = tiled.upscale(img, scale=2, progress=lambda done, total: seen.append(total))
+    assert seen[-1] == 4
+    assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
+    with pytest.warns(UserWarning, match="seams may show"):
+        Upscaler(shipped_weights("psnr"), device="cpu", tile_overlap=8)
+
+
+def test_outputs_over_the_limit_are_refused_before_any_work(model_path, img):
+    up = Upscaler(model_path, device="cpu", max_output_pixels=48 * 56 * 16)
+    assert up.upscale(img, scale=4).shape == (192, 224, 3)
+    with pytest.raises(UserError, match="--max-output-pixels") as err:
+        up.upscale(img, scale=8)
+    assert "\n" not in str(err.value)
+    assert Upscaler(model_path, device="cpu").max_output_pixels > 100_000_000  # the default follows the RAM
+
+
+def test_float_pixels_outside_0_1_are_an_error_not_a_white_image(up, img):
+    with pytest.raises(UserError, match=r"\[0, 1\].*divide by 255"):
+        up.upscale(img.astype(np.float32), scale=2)
+    assert up.upscale(img.astype(np.float32) / 255, scale=2).dtype == np.float32

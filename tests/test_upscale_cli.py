@@ -249,3 +249,82 @@ def test_a_model_that_cannot_load_leaves_no_output_folder(tmp_path, capsys, rgb)
     assert rc == 2
     assert "nope.safetensors" in err and "Traceback" not in err
     assert not out_dir.exists()
+
+
+def test_output_file_name_with_one_input_writes_that_file(tmp_path, model, rgb, capsys):
+    src = tmp_path / "in.png"
+    Image.fromarray(rgb).save(src)
+    rc, _, err = upscale(capsys, src, "-o", tmp_path / "out.png", "--model", model, "--scale", "2")
+    assert rc == 0, err
+    assert (tmp_path / "out.png").is_file() and read_image(tmp_path / "out.png").pixels.shape == (60, 72, 3)
+    rc, _, err = upscale(capsys, src, src, "-o", tmp_path / "two.png", "--model", model)
+    assert rc == 2 and "exactly one input file" in err and not (tmp_path / "two.png").exists()
+
+
+def test_suffix_case_is_kept_and_format_names_are_forgiving(tmp_path, model, rgb, capsys):
+    Image.fromarray(rgb).save(tmp_path / "photo.JPG", format="JPEG")
+    out = tmp_path / "out"
+    assert upscale(capsys, tmp_path / "photo.JPG", "-o", out, "--model", model, "--scale", "2")[0] == 0
+    assert [p.name for p in files_under(out)] == ["photo.JPG"]
+    assert upscale(capsys, tmp_path / "photo.JPG", "-o", out, "--model", model, "--scale", "2",
+                   "--format", "JPEG", "--overwrite")[0] == 0
+    assert upscale(capsys, tmp_path / "photo.JPG", "-o", out, "--model", model, "--scale", "2",
+                   "--format", "tif")[0] == 0
+    assert sorted(p.name for p in files_under(out)) == ["photo.JPG", "photo.jpg", "photo.tiff"]
+
+
+def test_gif_inputs_in_folders_without_warnings(tmp_path, model, rgb, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.fromarray(rgb).save(folder / "anim.gif")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ResourceWarning)
+        rc, _, err = upscale(capsys, folder, "-o", tmp_path / "out", "--model", model, "--scale", "2")
+    assert rc == 0 and "unclosed" not in err
+    assert [p.name for p in files_under(tmp_path / "out")] == ["anim.png"]
+
+
+def test_input_folder_as_output_folder_says_what_is_wrong(tmp_path, model, rgb, capsys):
+    Image.fromarray(rgb).save(tmp_path / "a.png")
+    rc, _, err = upscale(capsys, tmp_path, "-o", tmp_path, "--model", model)
+    assert rc == 2 and "inside the output folder" in err
+
+
+def test_no_empty_output_folders_are_left_behind(tmp_path, model, capsys):
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    out = tmp_path / "new" / "out"
+    rc, _, err = upscale(capsys, tmp_path / "bad.png", "-o", out, "--model", model)
+    assert rc == 1 and "bad.png" in err
+    assert not (tmp_path / "new").exists()
+
+
+def test_stretching_size_warns(tmp_path, model, rgb, capsys):
+    Image.fromarray(rgb).save(tmp_path / "a.png")
+    rc, _, err = upscale(capsys, tmp_path / "a.png", "-o", tmp_path / "out", "--model", model, "--size", "100x60")
+    assert rc == 0 and "aspect ratio" in err
+
+
+def test_oversized_output_is_refused_with_the_option_named(tmp_path, model, rgb, capsys):
+    Image.fromarray(rgb).save(tmp_path / "a.png")
+    rc, _, err = upscale(capsys, tmp_path / "a.png", "-o", tmp_path / "out", "--model", model,
+                         "--max-output-pixels", "1000")
+    assert rc == 1 and "--max-output-pixels" in err
+    assert files_under(tmp_path / "out") == [] and not (tmp_path / "out").exists()
+
+
+def test_help_into_a_closed_pipe_ends_quietly():
+    proc = subprocess.run(f"{sys.executable} -m progsr.cli -h | head -1", shell=True, capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)})
+    assert proc.stdout.startswith("usage") and "Traceback" not in proc.stderr
+
+
+def test_export_refuses_to_overwrite(tmp_path, model):
+    from progsr.errors import UserError
+    from progsr.export import export
+
+    (tmp_path / "w.safetensors").write_bytes(b"precious")
+    with pytest.raises(UserError, match="--overwrite"):
+        export(tmp_path, tmp_path / "w.safetensors")
+    assert (tmp_path / "w.safetensors").read_bytes() == b"precious"

@@ -79,24 +79,12 @@ def _broadcast(module, world_size: int) -> None:
             dist.broadcast(t.data, src=0)
 
 
-def _lpips(cfg: TrainConfig, device):
-    from progsr.losses import LPIPSLoss
-
-    backbones = cfg.backbones or None
-    if backbones is None and not os.environ.get("PROGSR_BACKBONES"):
-        from progsr.paths import shared_dir
-
-        shared = shared_dir()
-        if shared is not None and (shared / "backbones").is_dir():
-            backbones = shared / "backbones"
-    return LPIPSLoss(cfg.perceptual_net, backbones, device=device)
-
-
 def train(cfg: TrainConfig, data_dirs: list[Path], val: str | None, out: Path, resume: dict | None = None,
           limits: RunLimits | None = None, device_name: str = "auto") -> dict:
     """Run (or continue) training; returns {"iteration", "stopped_early", "last_val"}."""
     from tqdm import tqdm
 
+    from progsr.losses import LPIPSLoss
     from progsr.models.discriminator import ProgressiveDiscriminator
     from progsr.models.generator import ProgressiveGenerator
     from progsr.training.data import PyramidCrops, load_pyramids, load_validation
@@ -137,7 +125,7 @@ def train(cfg: TrainConfig, data_dirs: list[Path], val: str | None, out: Path, r
     opt_G = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
     opt_D = torch.optim.Adam(D.parameters(), lr=cfg.d_lr, betas=tuple(cfg.d_betas)) if D is not None else None
     need_lpips = cfg.perceptual_weight > 0 or (cfg.triplet_weight > 0 and cfg.triplet_distance == "lpips")
-    lpips_loss = _lpips(cfg, device) if need_lpips else None
+    lpips_loss = LPIPSLoss(cfg.perceptual_net, cfg.backbones or None, device=device) if need_lpips else None
 
     start, train_seconds, history = 0, 0.0, []
     if resume is not None:
