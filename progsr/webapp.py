@@ -34,6 +34,7 @@ MODEL_ENV = "PROGSR_APP_MODEL"  # default for --model: "psnr", "gan" or a .safet
 FORMATS = ("png", "jpg", "webp")
 TILE_CHOICES = ("auto", "128", "256", "512", "1024")
 DISPLAY_PNG_MAX_PIXELS = 4_000_000  # bigger slider images go to the browser as JPEG; the download is lossless
+DETAIL_SIZE = 384  # output pixels per side of the 1:1 detail view
 PRECISION_NAMES = {"torch.float32": "fp32", "torch.float16": "fp16", "torch.bfloat16": "bf16"}
 
 
@@ -144,6 +145,13 @@ def save_display(pixels: np.ndarray, stem: Path) -> str:
     return str(path)
 
 
+def centre_box(height: int, width: int, size: int) -> tuple[slice, slice]:
+    """The centre size x size window (or the whole image when smaller) as numpy slices."""
+    h, w = min(height, size), min(width, size)
+    top, left = (height - h) // 2, (width - w) // 2
+    return slice(top, top + h), slice(left, left + w)
+
+
 def parse_scale(value) -> int:
     """'4x' / 'x4' / 4 -> 4."""
     match = re.fullmatch(r"x?(\d+)x?", str(value).strip().lower())
@@ -200,13 +208,26 @@ def build_app(config: AppConfig | None = None, engine: Engine | None = None, **o
         except UserError as err:
             raise fail(str(err).replace(str(path), name)) from None
 
-    def check_upload(payload):
-        """On upload: a non-image, corrupt or oversized file is reported at once, not after queueing."""
-        if not payload:
-            return ""
+    def check_upload(payload, scale_value):
+        """On upload, example pick or scale change: a bad file is cleared with one message; an output over the
+        limit at the chosen scale is said at once, not after queueing."""
+        if not payload or not payload.get("path"):
+            return gr.update(), gr.update()
         path, name = uploaded(payload)
-        height, width = read(path, name, None).pixels.shape[:2]
-        return f"{name}: {width}x{height}. Pick a scale and press **Upscale**."
+        try:
+            width, height = image_size(path)
+            check_limits(width, height, None, config, name)
+            height, width = imageio.read_image(path).pixels.shape[:2]
+        except UserError as err:
+            message = str(err).replace(str(path), name)
+            gr.Warning(message, title="Cannot use this file")
+            return None, f"**Cannot use this file.** {message}"
+        try:
+            check_limits(width, height, parse_scale(scale_value), config, name)
+        except UserError as err:
+            gr.Warning(str(err), title="Too large at this scale")
+            return gr.update(), f"{name}: {width}x{height}. **{err}**"
+        return gr.update(), f"{name}: {width}x{height}. Pick a scale and press **Upscale**."
 
     def upscale(payload, scale, realism, tile, fmt):
         """Stream (before, after) at x2, x4, ... as each stage finishes; then the download and the info line."""
@@ -231,27 +252,33 @@ def build_app(config: AppConfig | None = None, engine: Engine | None = None, **o
         try:
             start = time.perf_counter()
             shown = Image.fromarray(to_display(data.pixels))
-            pair = result = None
+            pair = detail = result = None
             for stage, result in engine.stages(data.pixels, scale, realism, tile):
-                # Each stage arrives as a before/after pair at its own size: the slider is the live preview.
+                # Each stage arrives as a before/after pair at its own size: the slider is the live preview,
+                # and the detail slider shows its centre at 1:1, where an x8 result is judged.
                 h, w = result.shape[:2]
                 before = np.asarray(shown.resize((w, h), Image.Resampling.BICUBIC))
                 pair = (save_display(before, request_dir / f"before_x{stage}"),
                         save_display(result, request_dir / f"after_x{stage}"))
+                box = centre_box(h, w, DETAIL_SIZE)
+                detail = (save_display(before[box], request_dir / f"detail_before_x{stage}"),
+                          save_display(result[box], request_dir / f"detail_after_x{stage}"))
                 more = f", working on x{stage * 2} ..." if stage < scale else ", writing the file ..."
-                yield pair, None, f"x{stage} ready ({w}x{h}){more}"
+                yield pair, None, f"x{stage} ready ({w}x{h}){more}", detail
             out_path = request_dir / f"{Path(name).stem or 'image'}_x{scale}.{str(fmt).lower()}"
             with warnings.catch_warnings(record=True) as caught:  # e.g. "JPEG has no alpha channel"
                 warnings.simplefilter("always")
                 imageio.write_image(out_path, result, data.icc_profile, data.exif)
-            for warning in caught:
-                gr.Warning(str(warning.message).replace(str(out_path), out_path.name))
+            notes = [str(warning.message).replace(str(out_path), out_path.name) for warning in caught]
+            for note in notes:
+                gr.Warning(note)
             seconds = time.perf_counter() - start
             out_h, out_w = result.shape[:2]
             info = f"{width}x{height} → {out_w}x{out_h}, {seconds:.2f} s, {engine.device} ({engine.precision})"
             if engine.has_gan:
                 info += f", realism {realism:g}"
-            yield pair, str(out_path), info
+            info += "".join(f"\n\nNote: {note}" for note in notes)  # also here: toasts fade, the info line stays
+            yield pair, str(out_path), info, detail
         except UserError as err:
             raise fail(str(err).replace(str(path), name)) from None
         except Exception as err:  # a bug or out of memory: the traceback goes to the server log, one line to the user
@@ -294,14 +321,20 @@ def build_app(config: AppConfig | None = None, engine: Engine | None = None, **o
                 compare = gr.ImageSlider(label="Before (bicubic) / after (progsr)", interactive=False, max_height=560,
                                          buttons=["fullscreen"], elem_id="compare")
                 info = gr.Markdown(elem_id="info")
+                detail = gr.ImageSlider(label=f"1:1 detail: the centre {DETAIL_SIZE} px of the result at full resolution",
+                                        interactive=False, max_height=DETAIL_SIZE, elem_id="detail")
                 download = gr.File(label="Full-resolution download", interactive=False, elem_id="download")
 
         # preprocess=False: the handlers get the uploaded file's path and validate it with progsr.imageio,
         # so a corrupt file is a readable message instead of Pillow's exception inside Gradio.
-        image_in.upload(check_upload, image_in, info, preprocess=False, show_progress="hidden", api_name=False,
-                        concurrency_limit=4, concurrency_id="check-upload")
-        run.click(upscale, [image_in, scale, realism, tile, fmt], [compare, download, info], preprocess=False,
-                  api_name="upscale", concurrency_limit=1, concurrency_id=f"upscale-{engine.device}")
+        # change, not upload: an example pick is checked (and described) like an upload.
+        for trigger in (image_in.change, scale.change):
+            trigger(check_upload, [image_in, scale], [image_in, info], preprocess=False, show_progress="hidden",
+                    api_name=False, concurrency_limit=4, concurrency_id="check-upload")
+        # "minimal": Gradio's time estimate comes from earlier jobs of other sizes; the info line says the stage.
+        run.click(upscale, [image_in, scale, realism, tile, fmt], [compare, download, info, detail],
+                  preprocess=False, api_name="upscale", concurrency_limit=1, concurrency_id=f"upscale-{engine.device}",
+                  show_progress="minimal")
     demo.queue(max_size=config.max_queue, default_concurrency_limit=1)
     demo.progsr_config = config  # launch() takes the upload limit from here
     return demo
@@ -318,11 +351,25 @@ def launch(demo=None, host: str = "127.0.0.1", port: int | None = 7860, share: b
            **overrides):
     """Serve the app (built from overrides when demo is None); port 0/None = a free one. block=False returns
     at once with the running app (demo.local_url; stop it with demo.close())."""
+    port = port or free_port(host)
+    with socket.socket() as sock:  # a port in use is one line naming the option, not Gradio's traceback
+        try:
+            sock.bind((host, port))
+        except OSError as err:
+            raise UserError(f"cannot listen on {host}:{port} ({err.strerror or err}); pass --port N "
+                            "(0 = any free port)") from None
     demo = demo or build_app(**overrides)
     config = getattr(demo, "progsr_config", AppConfig())
-    demo.launch(server_name=host, server_port=port or free_port(host), share=share,
-                max_file_size=config.max_file_bytes, prevent_thread_lock=not block, ssr_mode=False,
-                show_error=False, quiet=not block)
+    demo.launch(server_name=host, server_port=port, share=share, max_file_size=config.max_file_bytes,
+                prevent_thread_lock=True, ssr_mode=False, show_error=False, quiet=True)
+    if block:
+        print(f"progsr app: open {demo.local_url}" + (f" or {demo.share_url}" if demo.share_url else
+                                                         " (--share for a temporary public link)")
+              + "; Ctrl-C to stop", flush=True)
+        try:
+            demo.block_thread()
+        except KeyboardInterrupt:
+            demo.close()
     return demo
 
 

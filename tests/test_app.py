@@ -73,7 +73,7 @@ def call(client, image, scale="4x", realism=0.0, tile="auto", fmt="png"):
 
 def test_upscale_4x_returns_the_models_output(server, client, tmp_path):
     src = noise_png(tmp_path / "in.png", 32, 24, seed=0)
-    (before, after), download, info = call(client, src, "4x")
+    (before, after), download, info, (detail_before, detail_after) = call(client, src, "4x")
     out = np.asarray(Image.open(download))
     assert Path(download).name == "in_x4.png"
     assert out.shape == (96, 128, 3)
@@ -82,6 +82,9 @@ def test_upscale_4x_returns_the_models_output(server, client, tmp_path):
     assert INFO.match(info).groups() == ("32", "24", "128", "96"), info
     assert Image.open(before).size == Image.open(after).size == (128, 96)
     np.testing.assert_array_equal(np.asarray(Image.open(after).convert("RGB")), expected)
+    # the 1:1 detail view: the centre of the result (here all of it: smaller than the detail window)
+    np.testing.assert_array_equal(np.asarray(Image.open(detail_after).convert("RGB")), expected)
+    assert Image.open(detail_before).size == (128, 96)
 
 
 def test_stages_stream_in_order_then_the_file(client, tmp_path):
@@ -104,9 +107,9 @@ def test_alpha_and_grey_keep_their_channels(client, tmp_path):
     Image.fromarray(rng.integers(0, 256, (10, 12, 4), dtype=np.uint8), "RGBA").save(rgba)
     grey = tmp_path / "grey.png"
     Image.fromarray(rng.integers(0, 256, (10, 12), dtype=np.uint8), "L").save(grey)
-    _, download, _ = call(client, rgba, "2x")
+    _, download, _, _ = call(client, rgba, "2x")
     assert Image.open(download).mode == "RGBA" and Image.open(download).size == (24, 20)
-    _, download, _ = call(client, grey, "2x", fmt="webp")
+    _, download, _, _ = call(client, grey, "2x", fmt="webp")
     assert Image.open(download).format == "WEBP" and Image.open(download).size == (24, 20)
 
 
@@ -212,3 +215,21 @@ def test_cli_reports_missing_weights_without_traceback(tmp_path, monkeypatch, ca
     assert err.startswith("progsr app: error: ") and "--model PATH" in err and "Traceback" not in err
     assert cli_main(["app", "--model", str(tmp_path / "nope.safetensors")]) == 2
     assert "nope.safetensors: no such weights file" in capsys.readouterr().err
+
+
+def test_centre_box_is_the_middle_at_most_size_pixels():
+    assert webapp.centre_box(1000, 800, 384) == (slice(308, 692), slice(208, 592))
+    assert webapp.centre_box(100, 50, 384) == (slice(0, 100), slice(0, 50))
+
+
+def test_a_port_in_use_is_one_line_naming_the_option(tmp_path):
+    import socket
+
+    from progsr.errors import UserError
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        with pytest.raises(UserError, match=f"127.0.0.1:{port}.*--port N"):
+            webapp.launch(host="127.0.0.1", port=port, block=False, model="nowhere.safetensors")
