@@ -1,0 +1,66 @@
+"""Y-PSNR of generator weights on the held-out validation split (never a benchmark set), per scale.
+
+    .venv/bin/python benchmarks/validate.py weights/progsr_x8_psnr.safetensors runs/a.safetensors --scales 2 4 8
+
+The split is the training loop's (`--val skimage` by default: photos shipped with scikit-image), under the
+benchmark protocol. Each file is scored through the plain forward pass (as the training loop validates)
+and through Upscaler, the path users get (`--pre-pad` sets its reflection pre-pad). This is the tool for
+choosing between checkpoints or recipes; benchmarks/quality.py is for the model card afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
+
+import numpy as np  # noqa: E402
+
+
+def score(path: Path, val: str, scales, pre_pads) -> dict:
+    """{'forward': {x2: dB, ...}, 'upscaler_pad8': {...}, ...} for one weights file."""
+    import torch
+
+    from progsr.inference import Upscaler
+    from progsr.metrics import psnr
+    from progsr.training.data import load_validation
+    from progsr.training.validation import make_validation_set, validate
+
+    _, images = load_validation(val)
+    val_set = make_validation_set(images, scales)
+    up = Upscaler(path, device="cpu", precision="fp32", max_pixels=None, max_output_pixels=None)
+    result = {"forward": validate(up.model, val_set, torch.device("cpu"), max(scales), 1.0)}
+    for pad in pre_pads:
+        up.pre_pad = pad
+        per_scale: dict = {}
+        for s, hr, lr in val_set:
+            per_scale.setdefault(s, []).append(psnr(up.upscale_pixels(lr, scale=s), hr, crop_border=s))
+        result[f"upscaler_pad{pad}"] = {f"val/psnr_x{s}": float(np.mean(v)) for s, v in per_scale.items()}
+    return result
+
+
+def main(argv=None) -> int:
+    """Score each weights file; print a table and the JSON."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("weights", nargs="+", type=Path)
+    p.add_argument("--val", default="skimage", help="'skimage' (default) or an HR folder that is no benchmark set")
+    p.add_argument("--scales", nargs="+", type=int, default=[2, 4, 8])
+    p.add_argument("--pre-pad", nargs="*", type=int, default=[8], dest="pre_pads",
+                   help="Upscaler pre-pads to score (default: 8, the shipped default)")
+    args = p.parse_args(argv)
+    results = {str(w): score(w, args.val, args.scales, args.pre_pads) for w in args.weights}
+    print("| weights | path | " + " | ".join(f"x{s}" for s in args.scales) + " |")
+    print("|---|---|" + "---|" * len(args.scales))
+    for name, by_path in results.items():
+        for how, values in by_path.items():
+            print(f"| {Path(name).name} | {how} | " + " | ".join(f"{values[f'val/psnr_x{s}']:.3f}" for s in args.scales)
+                  + " |")
+    print(json.dumps(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
