@@ -2,7 +2,9 @@
 
 Order of work for one image (Real-ESRGAN's recipe, with blended tiles instead of hard seams):
   1. split colour and alpha; grey is run as RGB and converted back at the end;
-  2. pre-pad the colour with a reflection of the image so borders see context like the interior;
+  2. optionally pre-pad the colour with a reflection of the image (`pre_pad`, default 0: the models train on
+     crops whose borders the network zero-pads, and on the held-out validation split a reflection pre-pad
+     of 8 px scored 0.004-0.008 dB below the plain forward pass, pre-pad 0 exactly the same);
   3. cut the padded image into equal tiles that overlap by `tile_overlap` LR pixels (by default four
      times the model's receptive radius, so the zero-weight margin below covers it; or run it whole
      when it fits in memory), run them in batches under inference_mode, channels_last and
@@ -41,7 +43,7 @@ from progsr.imageio import ImageData, check_pixels, from_pil, read_image, to_pil
 from progsr.pixels import from_float, to_float
 
 DEFAULT_MAX_PIXELS = 16_777_216  # input pixels (4096 x 4096); the output has scale^2 times as many
-DEFAULT_PRE_PAD = 8  # LR pixels of reflection around the image
+DEFAULT_PRE_PAD = 0  # LR pixels of reflection around the image (see step 2 above)
 MIN_TILE = 32
 MAX_AUTO_TILE = 1024
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}

@@ -68,7 +68,7 @@ def test_tiled_matches_whole_image(model_path, img, scale):
     calls = []
     tiled = Upscaler(model_path, device="cpu", tile=32, tile_overlap=16, tile_batch=3)
     out = tiled.upscale_pixels(img, scale, progress=lambda done, total: calls.append((done, total)))
-    assert calls and calls[-1][1] >= 9  # really tiled: at least 3x3 tiles, in batches of 3
+    assert calls and calls[-1][1] == 6  # really tiled: 2x3 tiles of the 48x56 input, in batches of 3
     assert out.shape == whole.shape == (48 * scale, 56 * scale, 3)
     assert np.abs(out.astype(int) - whole.astype(int)).max() <= 1  # within 1/255
 
@@ -201,8 +201,8 @@ def test_upscale_stages_equal_upscale_from_one_network_pass(model_path, img, rng
     for s, out in stages:
         assert out.dtype == np.uint8 and out.shape == expected[s].shape == (48 * s, 56 * s) + pixels.shape[2:]
         assert np.abs(out.astype(int) - expected[s].astype(int)).max() <= 1  # within 1/255
-    # one pass: 1 whole image, or 3 strips of 4 tiles, each strip in batches of 3 and 1
-    assert batches == ([1] if tile is None else [12] * 6)
+    # one pass: 1 whole image, or 2 strips of 3 tiles, each strip in one batch of 3
+    assert batches == ([1] if tile is None else [6] * 2)
     assert counts["head"] == len(batches)  # the network ran once per tile batch, not once per stage
 
 
@@ -223,7 +223,7 @@ def test_upscale_stages_streams_the_whole_image(up, img):
 
 
 def test_out_of_memory_retries_with_smaller_tiles(model_path, img):
-    up = Upscaler(model_path, device="cpu", tile_overlap=16, tile_batch=4)
+    up = Upscaler(model_path, device="cpu", tile_overlap=16, tile_batch=4, pre_pad=8)
     expected = up.upscale_pixels(img, 2)
     real_forward, sizes = up._forward, []
 
@@ -334,3 +334,11 @@ def test_float_pixels_outside_0_1_are_an_error_not_a_white_image(up, img):
     with pytest.raises(UserError, match=r"\[0, 1\].*divide by 255"):
         up.upscale(img.astype(np.float32), scale=2)
     assert up.upscale(img.astype(np.float32) / 255, scale=2).dtype == np.float32
+
+
+def test_the_shipped_path_equals_the_plain_forward_pass(up, img):
+    """With the default pre-pad (0) and no tiling, Upscaler gives exactly the network's clamped, rounded output."""
+    from progsr.evaluation import upscale_u8
+
+    for scale in (2, 8):
+        assert np.array_equal(up.upscale(img, scale=scale), upscale_u8(up.model, img, scale))
