@@ -159,6 +159,7 @@ def train(cfg: TrainConfig, data_dirs: list[Path], val: str | None, out: Path, r
                 block.compile()
 
     # ---- data: every rank holds the pyramids on its device; the crop stream is sharded by rank
+    log("loading the training pyramids (built once, then cached; see progsr/TRAINING.md)")
     pyramids = load_pyramids(data_dirs, cfg.scale_aug, num_stages, progress=interactive)
     crops = PyramidCrops(pyramids, cfg.lr_crop, cfg.seed, augment=cfg.augment, device=device)
     val_name, val_images = load_validation(val) if val else ("none", [])
