@@ -182,9 +182,11 @@ def test_environment_folder_is_used_without_a_path(two_backbones, monkeypatch):
     _assert_backbone_is(build_lpips("alex"), _random_alex_features(2))
 
 
-def test_torchvision_cache_is_used_when_nothing_else_is_given(tmp_path):
+def test_torchvision_cache_is_used_when_nothing_else_is_given(tmp_path, monkeypatch):
+    import progsr.paths
     from torchvision.models import AlexNet_Weights
 
+    monkeypatch.setattr(progsr.paths, "shared_dir", lambda: None)  # no ../shared beside the checkout either
     checkpoints = tmp_path / "torch_home" / "hub" / "checkpoints"
     checkpoints.mkdir(parents=True)
     state = _random_alex_features(3) | {"classifier.1.weight": torch.zeros(4, 2)}  # a full model file
@@ -195,6 +197,9 @@ def test_torchvision_cache_is_used_when_nothing_else_is_given(tmp_path):
 
 
 def test_nothing_available_explains_the_offline_option(tmp_path, monkeypatch):
+    import progsr.paths
+
+    monkeypatch.setattr(progsr.paths, "shared_dir", lambda: None)
     monkeypatch.setenv("PROGSR_BACKBONES", str(tmp_path))  # set, but holds no backbone
     with pytest.raises(UserError) as err:
         build_lpips("alex")
