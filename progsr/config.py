@@ -61,9 +61,19 @@ def replace_checked(base, data: dict, source: str):
     return dataclasses.replace(base, **{k: coerce(v, hints[k], f"{source}: {k}") for k, v in data.items()})
 
 
+def _describe(hint) -> str:
+    if typing.get_origin(hint) is tuple:
+        return "a list of " + {int: "integers", float: "numbers"}.get(typing.get_args(hint)[0], "values")
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string", dict: "a mapping"}[hint]
+
+
 def check_types(config, what: str) -> None:
     """Raise a UserError if a field of `config` does not hold its annotated type (used in __post_init__)."""
     for name, hint in field_types(type(config)).items():
         value = getattr(config, name)
-        if coerce(value, hint, f"{what} config: {name}") != value:
-            raise UserError(f"{what} config: {name} has the wrong type ({value!r})")
+        try:
+            ok = coerce(value, hint, name) == value and (typing.get_origin(hint) is not tuple or isinstance(value, tuple))
+        except UserError:
+            ok = False
+        if not ok:
+            raise UserError(f"{what} config: {name} must be {_describe(hint)}, got {value!r}")
