@@ -63,7 +63,7 @@ def replace_checked(base, data: dict, source: str):
 
 def _describe(hint) -> str:
     if typing.get_origin(hint) is tuple:
-        return "a list of " + {int: "integers", float: "numbers"}.get(typing.get_args(hint)[0], "values")
+        return "a tuple of " + {int: "integers", float: "numbers"}.get(typing.get_args(hint)[0], "values")
     return {bool: "true or false", int: "an integer", float: "a number", str: "a string", dict: "a mapping"}[hint]
 
 
