@@ -1,6 +1,6 @@
 """Speed of progsr.inference.Upscaler: ms per image, output megapixels/s and peak memory, with bicubic as reference.
 
-    .venv/bin/python benchmarks/speed.py --devices cpu --sizes 64 128 256 --scales 2 4 8 --tiles 0 160
+    .venv/bin/python benchmarks/speed.py --devices cpu --sizes 64 128 256 --scales 2 4 8 --tiles 0 128
 
 Each row times `Upscaler.upscale_pixels` on a uint8 RGB image (pre-pad, tiling, blending, quantisation;
 no file I/O) after one warm-up run, as the median of up to --repeats runs (fewer when a run is slow, see
@@ -226,7 +226,7 @@ def main(argv=None) -> int:
     p.add_argument("--devices", nargs="+", default=["all"], help="cpu, cuda or all (cuda only where available)")
     p.add_argument("--sizes", nargs="+", type=int, default=[64, 128, 256], help="square input sizes in pixels")
     p.add_argument("--scales", nargs="+", type=int, default=[2, 4, 8])
-    p.add_argument("--tiles", nargs="+", type=int, default=[0, 160],
+    p.add_argument("--tiles", nargs="+", type=int, default=[0, 128],
                    help="tile sizes; 0 = automatic (tiles must be at least twice the model's default overlap)")
     p.add_argument("--precisions", nargs="+", default=None,
                    help="fp32/bf16/fp16 (default: fp32 on CPU, bf16 and fp16 on CUDA)")

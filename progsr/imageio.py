@@ -14,7 +14,6 @@ os.replace, so a failed or interrupted write never leaves a partial output file.
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import secrets
 import struct
@@ -228,8 +227,11 @@ def _png_with_metadata(png: bytes, icc: bytes | None, exif: bytes | None) -> byt
     return png[:33] + extra + png[33:]
 
 
-def _encode(pixels: np.ndarray, fmt: str, icc: bytes | None, exif: bytes | None, quality: int, name) -> bytes:
-    """Encode pixels to the bytes of one file; warns (warnings.warn) about anything the format cannot hold."""
+def _encode(pixels: np.ndarray, fmt: str, icc: bytes | None, exif: bytes | None, quality: int, name, out) -> None:
+    """Encode pixels into the binary file object `out`; warns (warnings.warn) about anything the format cannot hold.
+
+    8-bit images are encoded by Pillow straight into `out`, so a large output is never held twice as bytes.
+    """
     if pixels.dtype not in (np.uint8, np.uint16):
         raise TypeError(f"write_image wants uint8 or uint16 pixels, got {pixels.dtype}")
     has_alpha = pixels.ndim == 3 and pixels.shape[2] in (2, 4)
@@ -250,15 +252,15 @@ def _encode(pixels: np.ndarray, fmt: str, icc: bytes | None, exif: bytes | None,
             ok, buf = cv2.imencode(".png", np.ascontiguousarray(bgr))
             if not ok:
                 raise UserError(f"{name}: OpenCV could not encode a 16-bit PNG")
-            return _png_with_metadata(buf.tobytes(), icc, exif)
+            out.write(_png_with_metadata(buf.tobytes(), icc, exif))
+            return
         import tifffile
 
         if exif:
             warnings.warn(f"{name}: EXIF is not written to 16-bit colour TIFF (ICC profile kept)", stacklevel=3)
         extratags = [(34675, 7, len(icc), icc, True)] if icc else []  # InterColorProfile, UNDEFINED bytes
-        buf = io.BytesIO()
-        tifffile.imwrite(buf, pixels, photometric="rgb", compression="zlib", extratags=extratags)
-        return buf.getvalue()
+        tifffile.imwrite(out, pixels, photometric="rgb", compression="zlib", extratags=extratags)
+        return
     if fmt == "WEBP" and pixels.ndim == 3 and pixels.shape[2] == 2:
         grey, alpha = pixels[:, :, :1], pixels[:, :, 1:]
         pixels = np.concatenate([grey, grey, grey, alpha], axis=2)
@@ -273,9 +275,7 @@ def _encode(pixels: np.ndarray, fmt: str, icc: bytes | None, exif: bytes | None,
         options["quality"] = quality
     if fmt == "TIFF":
         options["compression"] = "tiff_deflate"
-    buf = io.BytesIO()
-    img.save(buf, format=fmt, **options)
-    return buf.getvalue()
+    img.save(out, format=fmt, **options)
 
 
 @contextlib.contextmanager
@@ -313,7 +313,13 @@ def write_image(path, pixels: np.ndarray, icc_profile: bytes | None = None, exif
     each with a warnings.warn. The ICC profile is written where the format allows, EXIF to PNG/JPEG/WebP.
     """
     fmt = format_for(path)
-    write_bytes_atomic(path, _encode(np.asarray(pixels), fmt, icc_profile, exif, quality, path))
+    try:
+        with atomic_output(path) as tmp, open(tmp, "xb") as f:
+            _encode(np.asarray(pixels), fmt, icc_profile, exif, quality, path, f)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as err:
+        raise UserError(f"{path}: cannot write ({err.strerror or err})") from None
 
 
 def to_pil(data: ImageData) -> Image.Image:

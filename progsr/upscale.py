@@ -58,8 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tile", type=int, default=None, metavar="N",
                    help="input tile size in pixels (default: chosen from free memory; whole image if it fits)")
     p.add_argument("--tile-overlap", type=int, default=None, metavar="N",
-                   help="input pixels shared by neighbouring tiles (default: 4x the model's receptive radius, "
-                        "80 for the shipped model, which makes tiles seamless)")
+                   help="input pixels shared by neighbouring tiles (default: 2x the model's receptive radius, "
+                        "40 for the shipped model: seamless tiles)")
     p.add_argument("--device", default="auto", metavar="auto|cpu|cuda", help="auto (default), cpu, cuda or cuda:N")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
                    help="auto (default): fp32 on CPU, bf16 (or fp16) on CUDA")
