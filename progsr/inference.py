@@ -50,6 +50,7 @@ MAX_AUTO_TILE = 1024
 # plus the float strip tiles are blended into) is capped, whatever RAM is free: memory then stays near
 # the size of the output itself (benchmarks/README.md, "Memory").
 CPU_WORK_BUDGET = 768 * 2**20
+STRIP_PIECE = 16  # LR rows of finished output converted at a time
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 LUMA = (0.299, 0.587, 0.114)  # ITU-R 601 weights, as Pillow's convert("L"): RGB output -> grey
 
@@ -653,15 +654,16 @@ class Upscaler:
                 if progress is not None:
                     progress(done, total)
             end = ys[i + 1] if i + 1 < len(ys) else y + th  # LR rows above the next tile row are final
-            yield y, end, [out[:, :, : (end - y) * s] / wsum[:, :, : (end - y) * s] for out, wsum, s in
-                           zip(acc, weight, scales)]
-            if i + 1 < len(ys):
-                for k, s in enumerate(scales):
-                    carry = (y + th - end) * s
-                    new_acc, new_w = torch.zeros_like(acc[k]), torch.zeros_like(weight[k])
-                    new_acc[:, :, :carry] = acc[k][:, :, (end - y) * s:]
-                    new_w[:, :, :carry] = weight[k][:, :, (end - y) * s:]
-                    acc[k], weight[k] = new_acc, new_w
+            for a in range(y, end, STRIP_PIECE):  # in pieces, so converting them never copies a whole strip
+                b = min(a + STRIP_PIECE, end)
+                yield a, b, [out[:, :, (a - y) * s: (b - y) * s] / wsum[:, :, (a - y) * s: (b - y) * s]
+                             for out, wsum, s in zip(acc, weight, scales)]
+            if i + 1 < len(ys):  # the rows the next tile row overlaps move to the top of the strip, in place
+                for out, wsum, s in zip(acc, weight, scales):
+                    for buf in (out, wsum):
+                        carry = buf[:, :, (end - y) * s:].clone()
+                        buf.zero_()
+                        buf[:, :, : carry.shape[2]] = carry
 
     # ------------------------------------------------------------------------------------------ kinds
 
