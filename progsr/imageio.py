@@ -171,6 +171,14 @@ def _open_lazy(path: Path, max_pixels: int | None) -> Image.Image:
     return img
 
 
+def image_header(path) -> tuple[int, int, int, int]:
+    """(width, height, channels, bytes per channel) from the file header, without decoding the pixels."""
+    with _open_lazy(Path(path), None) as img:
+        channels = len(img.getbands())
+        itemsize = 2 if _is_16bit_colour(img) or img.mode.startswith("I;16") else 1
+        return img.width, img.height, channels, itemsize
+
+
 def _load(img: Image.Image, path: Path) -> Image.Image:
     try:
         img.load()

@@ -213,6 +213,25 @@ def check_output_folder(out_dir: Path) -> None:
         raise UserError(f"{out_dir}: output folder is not writable ({err.strerror or err})") from None
 
 
+def check_disk(upscaler, job: Job, scale: int, outscale, size) -> None:
+    """Refuse (UserError) an output that cannot fit in the free space of its folder, before any work.
+
+    The estimate is a floor: a third of the raw pixels for lossless formats, a twentieth for JPEG/WebP.
+    """
+    import shutil
+
+    from progsr.imageio import FORMATS, image_header
+
+    width, height, channels, itemsize = image_header(job.src)
+    _, (out_h, out_w) = upscaler.plan(height, width, scale, outscale, size)
+    lossy = FORMATS.get(job.dst.suffix.lower()) in ("JPEG", "WEBP")
+    need = out_h * out_w * channels * itemsize // (20 if lossy else 3)
+    free = shutil.disk_usage(job.dst.parent).free
+    if need > free:
+        raise UserError(f"{job.src}: the {out_w}x{out_h} output needs at least {need / 2**30:.1f} GiB on disk, "
+                        f"{free / 2**30:.1f} GiB is free in {job.dst.parent}")
+
+
 def parse_size(text: str) -> tuple[int, int]:
     """'1920x1080' -> (1920, 1080)."""
     match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
@@ -271,11 +290,15 @@ def _setup(args, local_rank: int):
 
     # The model first: a missing weights file or a scale the model lacks stops here, before any folder exists.
     max_output = None if args.max_output_pixels == 0 else (args.max_output_pixels or -1)
-    upscaler = Upscaler(
-        model=args.model or "psnr", device=resolve_device(args.device, local_rank), precision=args.precision,
-        tile=args.tile, tile_overlap=args.tile_overlap, realism=args.realism, max_pixels=args.max_pixels or None,
-        compile=args.compile, max_output_pixels=max_output,
-    )
+    with warnings.catch_warnings(record=True) as caught:  # e.g. a --tile-overlap too small for seamless tiles
+        warnings.simplefilter("always")
+        upscaler = Upscaler(
+            model=args.model or "psnr", device=resolve_device(args.device, local_rank), precision=args.precision,
+            tile=args.tile, tile_overlap=args.tile_overlap, realism=args.realism,
+            max_pixels=args.max_pixels or None, compile=args.compile, max_output_pixels=max_output,
+        )
+    for w in caught:
+        print(f"progsr upscale: warning: {w.message}", file=sys.stderr)
     if args.outscale is None and size is None and scale not in upscaler.scales:
         raise UserError(f"--scale {scale}: this model only goes up to x{upscaler.max_scale}")
     if args.outscale is not None and args.outscale > upscaler.max_scale:
@@ -342,6 +365,7 @@ def _process(upscaler, jobs: list[Job], scale, size, args, prefix: str, show_bar
         try:
             args.created_folders += _missing_folders(job.dst.parent)
             job.dst.parent.mkdir(parents=True, exist_ok=True)
+            check_disk(upscaler, job, scale, args.outscale, size)
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 (iw, ih), (ow, oh) = upscaler.upscale_file(job.src, job.dst, scale, args.outscale, size, progress,

@@ -259,3 +259,12 @@ def test_to_8bit_rounds_every_16bit_value_to_the_nearest_8bit_one():
     assert np.array_equal(imageio.to_8bit(x), np.floor(x / 257 + 0.5).astype(np.uint8))  # 257 is odd: no ties
     u8 = np.arange(256, dtype=np.uint8)
     assert imageio.to_8bit(u8) is u8
+
+
+def test_8bit_tiff_keeps_exif(tmp_path, rng):
+    pixels = rng.integers(0, 256, (8, 6, 3), dtype=np.uint8)
+    write_image(tmp_path / "x.tiff", pixels, icc_profile=ICC, exif=_exif(1))
+    back = read_image(tmp_path / "x.tiff")
+    assert np.array_equal(back.pixels, pixels) and back.icc_profile == ICC
+    with Image.open(tmp_path / "x.tiff") as img:  # TIFF holds EXIF tags in its own IFD
+        assert img.getexif().get(0x010F) == "progsr-test"

@@ -328,3 +328,15 @@ def test_export_refuses_to_overwrite(tmp_path, model):
     with pytest.raises(UserError, match="--overwrite"):
         export(tmp_path, tmp_path / "w.safetensors")
     assert (tmp_path / "w.safetensors").read_bytes() == b"precious"
+
+
+def test_an_output_that_cannot_fit_on_disk_is_refused(tmp_path, model, rgb, capsys, monkeypatch):
+    import collections
+    import shutil
+
+    Image.fromarray(rgb).save(tmp_path / "a.png")
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 100, 100))  # 100 bytes free
+    rc, _, err = upscale(capsys, tmp_path / "a.png", "-o", tmp_path / "out", "--model", model)
+    assert rc == 1 and "on disk" in err and "GiB is free" in err
+    assert files_under(tmp_path / "out") == []
