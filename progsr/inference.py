@@ -553,12 +553,12 @@ class Upscaler:
         budget = _memory_available(self.device) * 0.6 if self.device.type == "cuda" else host_budget
         strip_per_row = 16 * scale * scale * w  # float RGB + weight, per LR row of the strip
         tile = self.tile
+        share = 0.5 if self.device.type == "cpu" else 1.0  # on the CPU the network and the strip share the budget
         if tile is None:
             on_host = (h * w * per_pixel if self.device.type == "cpu" else 0) + h * strip_per_row
             if h * w * per_pixel <= budget and on_host <= host_budget:
                 tile = max(h, w)  # the whole image in one pass
-            else:  # the network and the strip share the host budget on the CPU
-                share = 0.5 if self.device.type == "cpu" else 1.0
+            else:
                 tile = int(math.sqrt(budget * share / per_pixel))
                 tile = min(tile, int(host_budget * share / strip_per_row)) // 8 * 8
                 tile = max(min(tile, MAX_AUTO_TILE), MIN_TILE, 2 * self.tile_overlap)
@@ -566,7 +566,7 @@ class Upscaler:
             tile = min(tile, self._tile_cap)
         batch = self.tile_batch
         if batch is None:
-            batch = int(budget // (min(tile, h) * min(tile, w) * per_pixel))
+            batch = int(budget * share // (min(tile, h) * min(tile, w) * per_pixel))
             batch = max(1, min(batch, 16))
         return tile, batch
 
