@@ -49,7 +49,7 @@ MAX_AUTO_TILE = 1024
 # On the CPU, tiles beyond a few hundred pixels buy little speed, so the working set (network activations
 # plus the float strip tiles are blended into) is capped, whatever RAM is free: memory then stays near
 # the size of the output itself (benchmarks/README.md, "Memory").
-CPU_WORK_BUDGET = 768 * 2**20
+CPU_WORK_BUDGET = 512 * 2**20
 STRIP_PIECE = 16  # LR rows of finished output converted at a time
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 LUMA = (0.299, 0.587, 0.114)  # ITU-R 601 weights, as Pillow's convert("L"): RGB output -> grey
