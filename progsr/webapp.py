@@ -347,17 +347,22 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
-def launch(demo=None, host: str = "127.0.0.1", port: int | None = 7860, share: bool = False, block: bool = True,
-           **overrides):
-    """Serve the app (built from overrides when demo is None); port 0/None = a free one. block=False returns
-    at once with the running app (demo.local_url; stop it with demo.close())."""
-    port = port or free_port(host)
-    with socket.socket() as sock:  # a port in use is one line naming the option, not Gradio's traceback
+def check_port(host: str, port: int) -> None:
+    """A port in use is one line naming the option, not Gradio's traceback."""
+    with socket.socket() as sock:
         try:
             sock.bind((host, port))
         except OSError as err:
             raise UserError(f"cannot listen on {host}:{port} ({err.strerror or err}); pass --port N "
                             "(0 = any free port)") from None
+
+
+def launch(demo=None, host: str = "127.0.0.1", port: int | None = 7860, share: bool = False, block: bool = True,
+           **overrides):
+    """Serve the app (built from overrides when demo is None); port 0/None = a free one. block=False returns
+    at once with the running app (demo.local_url; stop it with demo.close())."""
+    port = port or free_port(host)
+    check_port(host, port)
     demo = demo or build_app(**overrides)
     config = getattr(demo, "progsr_config", AppConfig())
     demo.launch(server_name=host, server_port=port, share=share, max_file_size=config.max_file_bytes,
@@ -398,6 +403,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-queue", type=int, help=f"jobs that may wait (default {AppConfig.max_queue})")
     args = parser.parse_args(argv)
     config = AppConfig.from_env(**{k: v for k, v in vars(args).items() if k not in ("host", "port", "share")})
+    if args.port:
+        check_port(args.host, args.port)  # before the model loads
     demo = build_app(config)
     print(f"progsr app: model {config.model}, max {config.max_pixels} input pixels, "
           f"uploads up to {config.max_file_bytes // 2**20} MB", flush=True)
