@@ -383,8 +383,7 @@ class Upscaler:
                 out[top * model_scale: bottom * model_scale, :, : 1 if channels < 3 else 3] = \
                     self._colour_pixels(rows[0], channels, pixels.dtype)
         if alpha is not None:
-            out[:, :, -1] = from_float(_imresize(torch.from_numpy(np.ascontiguousarray(alpha))[None], out_hw)[0],
-                                       pixels.dtype)
+            out[:, :, -1] = self._alpha_pixels(alpha, out_hw, pixels.dtype)
         return out[:, :, 0] if pixels.ndim == 2 else out
 
     def check_output(self, height: int, width: int, model_scale: int, out_hw: tuple[int, int],
@@ -436,19 +435,20 @@ class Upscaler:
         return from_float(y.permute(1, 2, 0), dtype)
 
     @staticmethod
+    def _alpha_pixels(alpha: np.ndarray, out_hw: tuple[int, int], dtype) -> np.ndarray:
+        """The HxW float alpha resized to out_hw with MATLAB bicubic, as pixels of `dtype`."""
+        return from_float(_imresize(torch.from_numpy(np.ascontiguousarray(alpha))[None], out_hw)[0], dtype)
+
+    @staticmethod
     def _finish(y: torch.Tensor, alpha: np.ndarray | None, out_hw: tuple[int, int],
                 pixels: np.ndarray) -> np.ndarray:
         """The network's 3xhxw output -> out_hw in the dtype and layout of the input `pixels` (steps 4-5)."""
         if tuple(y.shape[-2:]) != out_hw:
             y = _imresize(y, out_hw)
         channels = 1 if pixels.ndim == 2 else pixels.shape[2]
-        if channels < 3:  # the RGB result as grey, as Pillow's convert("L") would make it
-            y = y.clamp(0, 1)
-            y = sum(w * y[c] for c, w in enumerate(LUMA))[None]
-        planes = [y]
+        out = Upscaler._colour_pixels(y, channels, pixels.dtype)
         if alpha is not None:
-            planes.append(_imresize(torch.from_numpy(np.ascontiguousarray(alpha))[None], out_hw))
-        out = from_float(torch.cat(planes).permute(1, 2, 0), pixels.dtype)
+            out = np.concatenate([out, Upscaler._alpha_pixels(alpha, out_hw, pixels.dtype)[:, :, None]], axis=2)
         return out[:, :, 0] if pixels.ndim == 2 else out
 
     # ------------------------------------------------------------------------------------------ the engine

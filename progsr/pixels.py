@@ -42,8 +42,7 @@ def from_float(x: torch.Tensor, dtype) -> np.ndarray:
 def u8_to_tensor(img: np.ndarray, device="cpu") -> torch.Tensor:
     """uint8 HxWx3 (or a batch NxHxWx3) numpy image -> float32 Nx3xHxW tensor in [0, 1] on `device`."""
     batch = img if img.ndim == 4 else img[None]
-    x = torch.from_numpy(np.ascontiguousarray(batch)).to(device)
-    return x.permute(0, 3, 1, 2).float().div_(255.0)
+    return u8_tensor_to_float(torch.from_numpy(np.ascontiguousarray(batch)).to(device).permute(0, 3, 1, 2))
 
 
 def u8_tensor_to_float(x: torch.Tensor) -> torch.Tensor:
