@@ -1,4 +1,4 @@
-"""Y-PSNR of generator weights on the held-out validation split (never a benchmark set), per scale.
+"""Y-PSNR (and with --lpips LPIPS-alex) of generator weights on the held-out validation split (never a benchmark set), per scale.
 
     .venv/bin/python benchmarks/validate.py weights/progsr_x8_psnr.safetensors runs/a.safetensors --scales 2 4 8
 
@@ -20,25 +20,29 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a ch
 import numpy as np  # noqa: E402
 
 
-def score(path: Path, val: str, scales, pre_pads) -> dict:
+def score(path: Path, val: str, scales, pre_pads, lpips: bool = False) -> dict:
     """{'forward': {x2: dB, ...}, 'upscaler_pad8': {...}, ...} for one weights file."""
     import torch
 
     from progsr.inference import Upscaler
-    from progsr.metrics import psnr
+    from progsr.metrics import build_lpips, lpips_distance, psnr
     from progsr.training.data import load_validation
     from progsr.training.validation import make_validation_set, validate
 
     _, images = load_validation(val)
     val_set = make_validation_set(images, scales)
     up = Upscaler(path, device="cpu", precision="fp32", max_pixels=None, max_output_pixels=None)
-    result = {"forward": validate(up.model, val_set, torch.device("cpu"), max(scales), 1.0)}
+    lpips_model = build_lpips("alex") if lpips else None
+    result = {"forward": validate(up.model, val_set, torch.device("cpu"), max(scales), 1.0, lpips_model)}
     for pad in pre_pads:
         up.pre_pad = pad
         per_scale: dict = {}
         for s, hr, lr in val_set:
-            per_scale.setdefault(s, []).append(psnr(up.upscale_pixels(lr, scale=s), hr, crop_border=s))
-        result[f"upscaler_pad{pad}"] = {f"val/psnr_x{s}": float(np.mean(v)) for s, v in per_scale.items()}
+            sr = up.upscale_pixels(lr, scale=s)
+            per_scale.setdefault(f"val/psnr_x{s}", []).append(psnr(sr, hr, crop_border=s))
+            if lpips_model is not None:
+                per_scale.setdefault(f"val/lpips_x{s}", []).append(lpips_distance(sr, hr, lpips_model, crop_border=s))
+        result[f"upscaler_pad{pad}"] = {key: float(np.mean(v)) for key, v in per_scale.items()}
     return result
 
 
@@ -50,14 +54,16 @@ def main(argv=None) -> int:
     p.add_argument("--scales", nargs="+", type=int, default=[2, 4, 8])
     p.add_argument("--pre-pad", nargs="*", type=int, default=[8], dest="pre_pads",
                    help="Upscaler pre-pads to score (default: 8, the shipped default)")
+    p.add_argument("--lpips", action="store_true", help="also LPIPS-alex on RGB (shave = scale), as the benchmark")
     args = p.parse_args(argv)
-    results = {str(w): score(w, args.val, args.scales, args.pre_pads) for w in args.weights}
-    print("| weights | path | " + " | ".join(f"x{s}" for s in args.scales) + " |")
+    results = {str(w): score(w, args.val, args.scales, args.pre_pads, args.lpips) for w in args.weights}
+    cell = (lambda v, s: f"{v[f'val/psnr_x{s}']:.3f} / {v[f'val/lpips_x{s}']:.4f}") if args.lpips else (
+        lambda v, s: f"{v[f'val/psnr_x{s}']:.3f}")
+    print(f"| weights | path | " + " | ".join(f"x{s}" + (" PSNR / LPIPS" if args.lpips else "") for s in args.scales) + " |")
     print("|---|---|" + "---|" * len(args.scales))
     for name, by_path in results.items():
         for how, values in by_path.items():
-            print(f"| {Path(name).name} | {how} | " + " | ".join(f"{values[f'val/psnr_x{s}']:.3f}" for s in args.scales)
-                  + " |")
+            print(f"| {Path(name).name} | {how} | " + " | ".join(cell(values, s) for s in args.scales) + " |")
     print(json.dumps(results))
     return 0
 

@@ -1,4 +1,4 @@
-"""Training losses: Charbonnier pixel loss, LPIPS perceptual loss, relativistic-average GAN, triplet stage loss.
+"""Training losses: Charbonnier pixel loss, LPIPS perceptual loss, relativistic-average GAN or WGAN-GP, triplet stage loss.
 
 Images are NxCxHxW float in [0, 1]; per-sample distances are (N,) tensors.
 """
@@ -16,16 +16,40 @@ def charbonnier(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-3) -> 
 
 
 class LPIPSLoss(nn.Module):
-    """LPIPS v0.1 (alex or vgg) as a differentiable per-sample distance on [0, 1] images; its weights are frozen."""
+    """LPIPS v0.1 (alex or vgg) as a differentiable per-sample distance on [0, 1] images; its weights are frozen.
 
-    def __init__(self, net: str = "vgg", backbone_path=None, device="cpu"):
+    `layers` < 5 keeps only the backbone's first slices and their learned weights (a truncated LPIPS: the
+    deep VGG slices cost most of the time on small crops); 5 is exactly `lpips.LPIPS`. `features` and
+    `distance` split the computation so that one image's features serve several distances.
+    """
+
+    def __init__(self, net: str = "vgg", backbone_path=None, device="cpu", layers: int = 5):
         super().__init__()
         from progsr.metrics import build_lpips
 
+        if not 1 <= layers <= 5:
+            raise ValueError(f"LPIPS layers must be 1 to 5, got {layers}")
         self.model = build_lpips(net, backbone_path, device=device)
+        self.layers = layers
+        self.slices = [getattr(self.model.net, f"slice{k}") for k in range(1, layers + 1)]
+
+    def features(self, img: torch.Tensor) -> list[torch.Tensor]:
+        """The unit-normalised feature maps of the kept slices for a [0, 1] image batch."""
+        import lpips
+
+        x = self.model.scaling_layer(img * 2 - 1)
+        out = []
+        for piece in self.slices:
+            x = piece(x)
+            out.append(lpips.normalize_tensor(x))
+        return out
+
+    def distance(self, feats_a: list[torch.Tensor], feats_b: list[torch.Tensor]) -> torch.Tensor:
+        """Per-sample LPIPS, (N,), from two `features` lists."""
+        return sum(self.model.lins[k]((fa - fb) ** 2).mean(dim=(1, 2, 3)) for k, (fa, fb) in enumerate(zip(feats_a, feats_b)))
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return self.model(a * 2 - 1, b * 2 - 1).flatten()  # lpips returns (N, 1, 1, 1)
+        return self.distance(self.features(a), self.features(b))
 
 
 # Adversarial loss: relativistic average GAN (Jolicoeur-Martineau 2018; ESRGAN's choice for SR).
@@ -48,6 +72,28 @@ def ragan_g_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.
     real_rel = real_logits - fake_logits.mean()
     fake_rel = fake_logits - real_logits.mean()
     return 0.5 * (F.softplus(real_rel).mean() + F.softplus(-fake_rel).mean())
+
+
+# ProGAN's own loss, for reproducing its configuration: WGAN-GP (Gulrajani et al. 2017) with ProGAN's drift
+# term, which keeps the critic's real scores near 0. The gradient penalty needs a double backward through D.
+
+
+def wgan_d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor, drift: float = 1e-3) -> torch.Tensor:
+    """Critic loss without the gradient penalty: E[D(fake)] - E[D(real)] + drift * E[D(real)^2]."""
+    return fake_logits.mean() - real_logits.mean() + drift * (real_logits**2).mean()
+
+
+def wgan_g_loss(fake_logits: torch.Tensor) -> torch.Tensor:
+    """Generator loss: -E[D(fake)]."""
+    return -fake_logits.mean()
+
+
+def gradient_penalty(critic, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    """E[(||grad critic(x)|| - 1)^2] at random points x between real and (detached) fake samples."""
+    eps = torch.rand(real.shape[0], 1, 1, 1, device=real.device, dtype=real.dtype)
+    mixed = (eps * real + (1 - eps) * fake.detach()).requires_grad_(True)
+    (grad,) = torch.autograd.grad(critic(mixed).sum(), mixed, create_graph=True)
+    return ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()
 
 
 def l1_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -147,7 +147,8 @@ def main(argv=None) -> int:
     result = train(cfg, data_dirs, val, args.out.expanduser(), resume, limits, args.device)
     if int(os.environ.get("RANK", "0")) == 0:
         val = result["last_val"]
-        summary = ", ".join(f"{k.split('/')[-1]} {v:.2f} dB" for k, v in (val or {}).items() if k.startswith("val/"))
+        summary = ", ".join(f"{k.split('/')[-1]} {v:.2f} dB" if "psnr" in k else f"{k.split('/')[-1]} {v:.4f}"
+                            for k, v in (val or {}).items() if k.startswith("val/"))
         print(f"progsr train: {args.out} at iteration {result['iteration']}" + (f"; {summary}" if summary else ""),
               file=sys.stderr)
     if dist.is_initialized():

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from progsr.losses import (LPIPSLoss, charbonnier, feature_distance, l1_distance, ragan_d_loss, ragan_g_loss,
-                           triplet_loss)
+from progsr.losses import (LPIPSLoss, charbonnier, feature_distance, gradient_penalty, l1_distance, ragan_d_loss,
+                           ragan_g_loss, triplet_loss, wgan_d_loss, wgan_g_loss)
 
 
 def test_charbonnier_hand_computed():
@@ -84,3 +84,43 @@ def test_lpips_loss_matches_reference_values(shared):
     x = p1.clone().requires_grad_(True)
     loss(ref, x).sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_wgan_losses_hand_computed():
+    real, fake = torch.tensor([1.0, 3.0]), torch.tensor([-1.0, 0.0])
+    # E[fake] - E[real] + drift * E[real^2] = -0.5 - 2 + 0.1 * 5
+    assert wgan_d_loss(real, fake, drift=0.1).item() == pytest.approx(-2.0)
+    assert wgan_g_loss(fake).item() == pytest.approx(0.5)
+
+
+def test_gradient_penalty_is_zero_for_a_unit_gradient_critic_and_grows_with_the_norm():
+    torch.manual_seed(0)
+    real, fake = torch.rand(3, 3, 4, 4), torch.rand(3, 3, 4, 4)
+    w = torch.randn(3, 4, 4)
+    w = w / w.norm()
+    unit = lambda x: (x * w).flatten(1).sum(dim=1)  # noqa: E731  gradient w, norm 1 everywhere
+    assert gradient_penalty(unit, real, fake).item() == pytest.approx(0.0, abs=1e-10)
+    double = lambda x: 2 * unit(x)  # noqa: E731
+    assert gradient_penalty(double, real, fake).item() == pytest.approx(1.0, abs=1e-6)
+    # the penalty is differentiable with respect to the critic's weights (double backward)
+    v = w.clone().requires_grad_(True)
+    gradient_penalty(lambda x: 3 * (x * v).flatten(1).sum(dim=1), real, fake).backward()
+    assert v.grad is not None and v.grad.abs().sum() > 0
+
+
+def test_truncated_lpips_is_lpips_layer_by_layer(shared):
+    """layers=5 is lpips.LPIPS itself; layers=k sums its first k per-layer terms; features are reusable."""
+    torch.manual_seed(0)
+    a, b = torch.rand(2, 3, 48, 48), torch.rand(2, 3, 48, 48)
+    full = LPIPSLoss("vgg", shared / "backbones")
+    with torch.no_grad():
+        ref, per_layer = full.model(a * 2 - 1, b * 2 - 1, retPerLayer=True)
+        assert torch.allclose(full(a, b), ref.flatten(), rtol=1e-5, atol=1e-6)
+        for k in (1, 2, 3):
+            cut = LPIPSLoss("vgg", shared / "backbones", layers=k)
+            assert len(cut.features(a)) == k
+            expected = sum(p.flatten() for p in per_layer[:k])
+            assert torch.allclose(cut(a, b), expected, rtol=1e-5, atol=1e-6)
+            assert torch.allclose(cut.distance(cut.features(a), cut.features(b)), expected, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError):
+        LPIPSLoss("vgg", shared / "backbones", layers=6)

@@ -8,7 +8,7 @@ import pytest
 from progsr.paths import REPO_ROOT
 
 SCRIPTS = ["benchmarks/quality.py", "benchmarks/speed.py", "benchmarks/crops.py", "benchmarks/app_load.py",
-           "benchmarks/memory.py", "benchmarks/validate.py", "app/app.py"]
+           "benchmarks/memory.py", "benchmarks/validate.py", "benchmarks/train_cost.py", "app/app.py"]
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
@@ -44,3 +44,19 @@ def test_gpu_train_script_runs_its_path_on_the_cpu_with_a_tiny_budget(tmp_path):
     assert len(list_checkpoints(out / "run")) == 1  # keep_ckpts=1: the last one, what comes back from a device
     model, meta = load_generator(out / "progsr_x8_psnr.safetensors")
     assert model.config.channels == (64, 16, 16, 16) and int(meta["iterations"]) >= 1
+
+
+def test_train_cost_times_the_training_step_of_each_variant(tmp_path):
+    """benchmarks/train_cost.py runs train_step on synthetic batches; a variant's overrides reach its config."""
+    import json
+
+    out = tmp_path / "cost.json"
+    done = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "train_cost.py"), "--config", "tiny",
+                           "--set", "phase=gan", "--set", "adversarial_weight=0.1", "--iters", "2", "--warmup", "0",
+                           "--variant", "ragan", "--variant", "wgan", "adversarial_loss=wgan_gp", "--out", str(out)],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["variant"], r["overrides"]) for r in rows] == [("ragan", []), ("wgan", ["adversarial_loss=wgan_gp"])]
+    assert all(r["cpu_s"] > 0 and len(r["cpu_s_all"]) == 2 for r in rows)
+    assert "| wgan | adversarial_loss=wgan_gp |" in done.stdout

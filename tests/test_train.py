@@ -115,6 +115,8 @@ def test_presets_are_valid():
         check_config(make())
     gan = load_config("x8_gan")
     assert gan.phase == "gan" and gan.adversarial_weight > 0 and gan.perceptual_weight > 0
+    # trained on LPIPS-vgg, validated (and benchmarked) on LPIPS-alex: the benchmark is not the objective
+    assert gan.perceptual_net == "vgg" and gan.val_lpips
 
 
 def test_overrides_are_typed():
@@ -140,6 +142,9 @@ def test_overrides_are_typed():
     (lambda t, f: ["--config", "tiny", "--set", "lr_crop=[8,8]"], "lr_crop need 3 entries"),
     (lambda t, f: ["--config", "tiny", "--set", "scale_mix=[1,1,0]"], "top scale"),
     (lambda t, f: ["--config", "tiny", "--set", "fade_iters=[1]"], "2 entries"),
+    (lambda t, f: ["--config", "tiny", "--set", "perceptual_layers=0"], "perceptual_layers must be 1 to 5"),
+    (lambda t, f: ["--config", "tiny", "--set", "adversarial_loss=wgan"], "adversarial_loss must be one of"),
+    (lambda t, f: ["--config", "tiny", "--set", "perceptual_stages=last"], "perceptual_stages must be one of"),
 ])
 def test_bad_config_is_a_one_line_error_before_any_work(tmp_path, folders, make_args, message):
     (tmp_path / "bad_key.json").write_text(json.dumps({"base": "tiny", "learning_rate": 1}))

@@ -49,11 +49,16 @@ class TrainConfig:
 
     # losses: a weight of 0 switches a term off (and nothing for it is built or run)
     pixel_weight: float = 1.0  # Charbonnier (eps 1e-3) on every active stage against its target
-    perceptual_weight: float = 0.0  # LPIPS on every active stage
+    perceptual_weight: float = 0.0  # LPIPS on the active stages picked by perceptual_stages
     perceptual_net: str = "vgg"  # "vgg" or "alex"
+    perceptual_layers: int = 5  # backbone slices LPIPS uses: 5 is LPIPS itself, fewer a cheaper truncated LPIPS
+    perceptual_stages: str = "all"  # "all" active stages of each group, or only its "top" (output) stage
     backbones: str = ""  # LPIPS backbone file/folder; "" = $PROGSR_BACKBONES, then ../shared/backbones
-    adversarial_weight: float = 0.0  # relativistic average GAN
+    adversarial_weight: float = 0.0
+    adversarial_loss: str = "ragan"  # "ragan" (relativistic average) or "wgan_gp" (ProGAN's: WGAN-GP + drift)
     adversarial_stages: str = "all"  # "all" active stages judged by D (one D, entered at each size) or "top"
+    wgan_gp_weight: float = 10.0  # gradient-penalty weight (wgan_gp)
+    wgan_drift: float = 1e-3  # ProGAN's drift term on the critic's real scores (wgan_gp)
     triplet_weight: float = 0.0
     triplet_distance: str = "l1"  # "l1", "lpips" or "dfeat" (discriminator features, gan phase)
     triplet_margin: float = 0.01
@@ -64,6 +69,7 @@ class TrainConfig:
     compile: bool = False  # torch.compile the generator's and discriminator's blocks
     log_every: int = 50
     val_every: int = 1000  # validation PSNR and a sample grid; 0 = only at the end
+    val_lpips: bool = False  # also validate LPIPS-alex (needs its backbone, as the benchmark does)
     ckpt_every: int = 1000  # also at every stage boundary, at the end and when stopped
     ckpt_every_minutes: float = 0.0  # also every this many minutes of training (0 = off; the GPU run uses 1.5)
     keep_ckpts: int = 3
@@ -86,16 +92,19 @@ def _preset_x8_psnr() -> TrainConfig:
 
 
 def _preset_x8_gan() -> TrainConfig:
-    # Started from the PSNR weights (--init). ESRGAN-like balance: a small pixel weight, LPIPS-vgg (the lpips
-    # authors' choice for optimisation; alex is kept for evaluation) and a small adversarial term. The
-    # curriculum is replayed briefly so D grows and fades in with G's stages. D is a quarter of the default
-    # width and the crops small: D, not G, dominates the cost on a CPU.
+    # Started from the PSNR weights (--init). ESRGAN-like balance of pixel, perceptual and a small
+    # adversarial term, sized to about 2 CPU-s per iteration on one thread (benchmarks/train_cost.py;
+    # the table is in progsr/TRAINING.md): LPIPS-vgg truncated to its first two slices and only on each
+    # group's output stage, D at (64, 32, 16, 8) judging only that stage, the triplet on D's features of
+    # it, and 96 px HR crops at x4 and x8. The curriculum is replayed briefly so D grows and fades in
+    # with G's stages; the EMA half-life is about 140 iterations (the run is short).
     return TrainConfig(
-        phase="gan", discriminator={"channels": [128, 64, 32, 16], "head_blocks": 1}, lr_crop=(32, 24, 16),
-        stage1_iters=600, fade_iters=(300, 300), stable_iters=(600, 600), iters=6000, lr_decay_iters=6000,
-        lr=1e-4, lr_min=1e-6, warmup_iters=0, d_lr=1e-4,
-        pixel_weight=1e-2, perceptual_weight=1.0, perceptual_net="vgg", adversarial_weight=1e-2,
-        triplet_weight=0.5, triplet_distance="lpips", triplet_margin=0.05, val_every=500, ckpt_every=500,
+        phase="gan", discriminator={"channels": [64, 32, 16, 8], "head_blocks": 1}, lr_crop=(32, 24, 12),
+        stage1_iters=150, fade_iters=(100, 100), stable_iters=(100, 100), iters=4000, lr_decay_iters=4000,
+        lr=1e-4, lr_min=1e-6, warmup_iters=0, d_lr=1e-4, ema_beta=0.995,
+        pixel_weight=0.1, perceptual_weight=1.0, perceptual_net="vgg", perceptual_layers=2, perceptual_stages="top",
+        adversarial_weight=5e-3, adversarial_stages="top",
+        triplet_weight=0.5, triplet_distance="dfeat", triplet_margin=0.05, val_every=150, val_lpips=True, ckpt_every=150,
     )
 
 
@@ -106,6 +115,8 @@ CHOICES = {
     "lr_decay": ("cosine", "constant"),
     "perceptual_net": ("vgg", "alex"),
     "adversarial_stages": ("all", "top"),
+    "adversarial_loss": ("ragan", "wgan_gp"),
+    "perceptual_stages": ("all", "top"),
     "triplet_distance": ("l1", "lpips", "dfeat"),
 }
 
@@ -204,8 +215,10 @@ def check_config(cfg: TrainConfig) -> None:
     if cfg.lr <= 0 or cfg.lr_min < 0 or cfg.d_lr <= 0:
         raise UserError("config: lr and d_lr must be > 0 and lr_min >= 0")
     weights = ("pixel_weight", "perceptual_weight", "adversarial_weight", "triplet_weight")
-    if any(getattr(cfg, key) < 0 for key in weights):
-        raise UserError(f"config: loss weights must be >= 0 ({', '.join(weights)})")
+    if any(getattr(cfg, key) < 0 for key in weights + ("wgan_gp_weight", "wgan_drift")):
+        raise UserError(f"config: loss weights must be >= 0 ({', '.join(weights)}, wgan_gp_weight, wgan_drift)")
+    if not 1 <= cfg.perceptual_layers <= 5:
+        raise UserError(f"config: perceptual_layers must be 1 to 5, got {cfg.perceptual_layers}")
     if cfg.phase == "psnr" and cfg.adversarial_weight > 0:
         raise UserError("config: adversarial_weight needs phase gan (the psnr phase has no discriminator)")
     if cfg.triplet_weight > 0 and cfg.triplet_distance == "dfeat" and cfg.phase != "gan":

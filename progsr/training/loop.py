@@ -85,10 +85,11 @@ def train(cfg: TrainConfig, data_dirs: list[Path], val: str | None, out: Path, r
     from tqdm import tqdm
 
     from progsr.losses import LPIPSLoss
+    from progsr.metrics import build_lpips
     from progsr.models.discriminator import ProgressiveDiscriminator
     from progsr.models.generator import ProgressiveGenerator
     from progsr.training.data import PyramidCrops, load_pyramids, load_validation
-    from progsr.training.steps import discriminator_loss, generator_losses
+    from progsr.training.steps import train_step
     from progsr.training.validation import (bicubic_baseline, make_validation_set, plot_learning_curve,
                                             save_sample_grid, validate)
 
@@ -125,7 +126,10 @@ def train(cfg: TrainConfig, data_dirs: list[Path], val: str | None, out: Path, r
     opt_G = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
     opt_D = torch.optim.Adam(D.parameters(), lr=cfg.d_lr, betas=tuple(cfg.d_betas)) if D is not None else None
     need_lpips = cfg.perceptual_weight > 0 or (cfg.triplet_weight > 0 and cfg.triplet_distance == "lpips")
-    lpips_loss = LPIPSLoss(cfg.perceptual_net, cfg.backbones or None, device=device) if need_lpips else None
+    lpips_loss = (LPIPSLoss(cfg.perceptual_net, cfg.backbones or None, device=device, layers=cfg.perceptual_layers)
+                  if need_lpips else None)
+    # LPIPS-alex is the benchmark's metric: the GAN recipe validates on it and trains on LPIPS-vgg.
+    val_lpips = build_lpips("alex", cfg.backbones or None, device=device) if cfg.val_lpips and is_main else None
 
     start, train_seconds, history = 0, 0.0, []
     if resume is not None:
@@ -213,7 +217,7 @@ def train(cfg: TrainConfig, data_dirs: list[Path], val: str | None, out: Path, r
         if not is_main or not val_set:
             return
         record = {"it": iteration, "samples": iteration * samples_per_iteration, "stage": stage, "alpha": alpha,
-                  "time": round(train_seconds, 3), **validate(G_ema, val_set, device, 2**stage, alpha)}
+                  "time": round(train_seconds, 3), **validate(G_ema, val_set, device, 2**stage, alpha, val_lpips)}
         history.append(record)
         metrics.write(record)
         save_sample_grid(G_ema, val_images, out / "samples" / f"it_{iteration:08d}.png", max_scale,
@@ -238,28 +242,8 @@ def train(cfg: TrainConfig, data_dirs: list[Path], val: str | None, out: Path, r
                 lr_now = learning_rate(it - start, cfg.lr, cfg, chunk_seconds / (limits.budget_minutes * 60))
             else:
                 lr_now = learning_rate(it, cfg.lr, cfg)
-            for group in opt_G.param_groups:
-                group["lr"] = lr_now
-
-            if D is not None:  # generator step with D frozen: no gradients for its weights
-                D.requires_grad_(False)
-            total, terms, outputs = generator_losses(G, D, lpips_loss, groups, stage, alpha, cfg, amp)
-            opt_G.zero_grad(set_to_none=True)
-            total.backward()
-            _sync_grads(G.parameters(), world_size)
-            opt_G.step()
-
-            if D is not None and cfg.adversarial_weight > 0:  # D steps on the same batch, outputs detached
-                D.requires_grad_(True)
-                for group in opt_D.param_groups:
-                    group["lr"] = lr_now * cfg.d_lr / cfg.lr
-                for _ in range(cfg.d_steps):
-                    d_loss = discriminator_loss(D, groups, outputs, stage, alpha, cfg, amp)
-                    opt_D.zero_grad(set_to_none=True)
-                    d_loss.backward()
-                    _sync_grads(D.parameters(), world_size)
-                    opt_D.step()
-                terms["d_loss"] = d_loss
+            terms = train_step(G, D, opt_G, opt_D, lpips_loss, groups, stage, alpha, cfg, amp, lr_now,
+                               lambda params: _sync_grads(params, world_size))
 
             # EMA of the generator; beta ramps up early so the average does not drag in the random init.
             beta = min(cfg.ema_beta, (1 + it) / (10 + it))

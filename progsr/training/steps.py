@@ -1,4 +1,4 @@
-"""One training step's losses: the generator's (pixel, LPIPS, triplet, adversarial) and the discriminator's.
+"""One training step: the generator's losses (pixel, LPIPS, triplet, adversarial), the discriminator's, both updates.
 
 A batch is a list of groups (scale, LR, [stage targets]), one per scale of the batch mix. Each group runs
 through G up to its own scale; the group at the curriculum's top stage is faded in with alpha, the
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from progsr.losses import (charbonnier, feature_distance, l1_distance, ragan_d_loss, ragan_g_loss,
-                           triplet_loss)
+from progsr.losses import (charbonnier, feature_distance, gradient_penalty, l1_distance, ragan_d_loss, ragan_g_loss,
+                           triplet_loss, wgan_d_loss, wgan_g_loss)
 
 # LPIPS terms skip stage images smaller than this: AlexNet's strided convs and pools need about 32 px.
 LPIPS_MIN_SIZE = 32
@@ -22,6 +22,11 @@ def _stages(scale: int) -> int:
 
 def _add(terms: dict, key: str, value: torch.Tensor, weight: float) -> None:
     terms[key] = terms.get(key, 0.0) + weight * value
+
+
+def _picked(cfg_value: str, n_stages: int) -> list[int]:
+    """Stage indices (0-based) a term applies to: every active stage ("all") or the group's top one ("top")."""
+    return list(range(n_stages)) if cfg_value == "all" else [n_stages - 1]
 
 
 def generator_losses(G, D, lpips_loss, groups, stage: int, alpha: float, cfg, amp):
@@ -41,19 +46,21 @@ def generator_losses(G, D, lpips_loss, groups, stage: int, alpha: float, cfg, am
             pixel = sum(charbonnier(o, t) for o, t in zip(outs, targets))
             terms[f"pixel_x{scale}"] = pixel.detach()
             _add(terms, "pixel", pixel, share)
-        # Computed once per stage and shared by the terms that need them: per-sample LPIPS(target, output),
-        # and D's logits and features for the target (no grad) and for the output.
-        lpips_d, judged = {}, {}
-        adv_stages = list(range(1, n_stages + 1)) if cfg.adversarial_stages == "all" else [n_stages]
+        # Computed once per stage and shared by the terms that need them: the target's LPIPS features (no
+        # grad), per-sample LPIPS(target, output), and D's logits and features for the target and the output.
+        lpips_t, lpips_d, judged = {}, {}, {}
+        adv_stages = [k + 1 for k in _picked(cfg.adversarial_stages, n_stages)]
         with amp:
             if lpips_loss is not None:
-                for k in range(n_stages):
+                for k in _picked(cfg.perceptual_stages, n_stages):
                     if min(outs[k].shape[-2:]) >= LPIPS_MIN_SIZE:
-                        lpips_d[k] = lpips_loss(targets[k], outs[k]).float()
-            d_stages = {s - 1 for s in adv_stages} if cfg.adversarial_weight > 0 else set()
-            if cfg.triplet_weight > 0 and cfg.triplet_distance == "dfeat":
-                d_stages |= set(range(n_stages))
-            for k in sorted(d_stages):
+                        with torch.no_grad():
+                            lpips_t[k] = lpips_loss.features(targets[k])
+                        lpips_d[k] = lpips_loss.distance(lpips_t[k], lpips_loss.features(outs[k])).float()
+            # D judges the adversarial stages; the dfeat triplet reuses those features (and only those stages).
+            dfeat = cfg.triplet_weight > 0 and cfg.triplet_distance == "dfeat"
+            d_stages = [s - 1 for s in adv_stages] if cfg.adversarial_weight > 0 or dfeat else []
+            for k in d_stages:
                 with torch.no_grad():
                     real, f_real = D(targets[k], lr, k + 1, alphas[k], return_features=True)
                 fake, f_fake = D(outs[k], lr, k + 1, alphas[k], return_features=True)
@@ -62,15 +69,19 @@ def generator_losses(G, D, lpips_loss, groups, stage: int, alpha: float, cfg, am
             _add(terms, "perceptual", sum((d.mean() for d in lpips_d.values()), torch.zeros((), device=lr.device)),
                  share)
         if cfg.triplet_weight > 0:
-            losses, active = _triplet(G, D, lpips_loss, lr, outs, targets, alphas, lpips_d, judged, cfg, amp)
+            losses, active = _triplet(D, lpips_loss, lr, outs, targets, alphas, lpips_t, lpips_d, judged, cfg, amp)
             if losses:
                 _add(terms, "triplet", sum(losses), share)
                 _add(terms, "triplet_active", torch.stack(active).mean(), share)
         if cfg.adversarial_weight > 0:
-            _add(terms, "adversarial", sum(ragan_g_loss(judged[s - 1][0], judged[s - 1][2]) for s in adv_stages), share)
+            if cfg.adversarial_loss == "wgan_gp":
+                adv = sum(wgan_g_loss(judged[s - 1][2]) for s in adv_stages)
+            else:
+                adv = sum(ragan_g_loss(judged[s - 1][0], judged[s - 1][2]) for s in adv_stages)
+            _add(terms, "adversarial", adv, share)
     total = sum(cfg_weight(cfg, key) * value for key, value in terms.items() if cfg_weight(cfg, key))
-    terms["total"] = total
-    return total, terms, outputs
+    terms["total"] = total + torch.zeros((), device=groups[0][1].device)  # a tensor even if every term is off
+    return terms["total"], terms, outputs
 
 
 def cfg_weight(cfg, key: str) -> float:
@@ -79,7 +90,7 @@ def cfg_weight(cfg, key: str) -> float:
             "adversarial": cfg.adversarial_weight}.get(key, 0.0)
 
 
-def _triplet(G, D, lpips_loss, lr, outs, targets, alphas, lpips_d, judged, cfg, amp):
+def _triplet(D, lpips_loss, lr, outs, targets, alphas, lpips_t, lpips_d, judged, cfg, amp):
     """Per stage k: anchor = target, positive = stage-k output, negative = the interpolated stage k-1 image."""
     from progsr.models.generator import upsample_image
 
@@ -92,11 +103,13 @@ def _triplet(G, D, lpips_loss, lr, outs, targets, alphas, lpips_d, judged, cfg, 
             d_ap, d_an = l1_distance(anchor, positive), l1_distance(anchor, negative)
         elif cfg.triplet_distance == "lpips":
             if k not in lpips_d:
-                continue  # too small for LPIPS
+                continue  # no LPIPS at this stage (too small, or perceptual_stages = "top")
             d_ap = lpips_d[k]
-            with amp, torch.no_grad():
-                d_an = lpips_loss(anchor, negative).float()
-        else:  # dfeat: distances between D's feature maps
+            with amp, torch.no_grad():  # the anchor's features are reused from the perceptual term
+                d_an = lpips_loss.distance(lpips_t[k], lpips_loss.features(negative)).float()
+        else:  # dfeat: distances between D's feature maps, on the stages D judges
+            if k not in judged:
+                continue
             _, f_anchor, _, f_positive = judged[k]
             with amp, torch.no_grad():
                 f_negative = D(negative, lr, k + 1, alphas[k], return_features=True)[1]
@@ -109,16 +122,51 @@ def _triplet(G, D, lpips_loss, lr, outs, targets, alphas, lpips_d, judged, cfg, 
 
 
 def discriminator_loss(D, groups, outputs, stage: int, alpha: float, cfg, amp) -> torch.Tensor:
-    """Relativistic-average D loss: real targets against the detached outputs, every judged stage of every group."""
+    """D's loss: real targets against the detached outputs, every judged stage of every group.
+
+    Relativistic average by default; with adversarial_loss = "wgan_gp" ProGAN's critic loss (drift term
+    and gradient penalty, the penalty computed in full precision).
+    """
     batch = sum(lr.shape[0] for _, lr, _ in groups)
     total = 0.0
     for (scale, lr, targets), outs in zip(groups, outputs):
         n_stages = _stages(scale)
         alphas = [1.0] * (n_stages - 1) + [alpha if n_stages == stage else 1.0]
-        adv_stages = list(range(1, n_stages + 1)) if cfg.adversarial_stages == "all" else [n_stages]
-        with amp:
-            for k in adv_stages:
-                real = D(targets[k - 1], lr, k, alphas[k - 1])
-                fake = D(outs[k - 1].detach(), lr, k, alphas[k - 1])
-                total = total + lr.shape[0] / batch * ragan_d_loss(real.float(), fake.float())
+        for k in [k + 1 for k in _picked(cfg.adversarial_stages, n_stages)]:
+            with amp:
+                real = D(targets[k - 1], lr, k, alphas[k - 1]).float()
+                fake = D(outs[k - 1].detach(), lr, k, alphas[k - 1]).float()
+            if cfg.adversarial_loss == "wgan_gp":
+                critic = lambda x, k=k: D(x, lr, k, alphas[k - 1])  # noqa: E731
+                loss = wgan_d_loss(real, fake, cfg.wgan_drift) + cfg.wgan_gp_weight * gradient_penalty(
+                    critic, targets[k - 1], outs[k - 1])
+            else:
+                loss = ragan_d_loss(real, fake)
+            total = total + lr.shape[0] / batch * loss
     return total
+
+
+def train_step(G, D, opt_G, opt_D, lpips_loss, groups, stage: int, alpha: float, cfg, amp, lr_now: float,
+               sync_grads=lambda params: None) -> dict:
+    """One iteration: G's update with D frozen, then `d_steps` D updates on the same batch; returns the terms."""
+    for group in opt_G.param_groups:
+        group["lr"] = lr_now
+    if D is not None:  # no gradients for D's weights in G's step
+        D.requires_grad_(False)
+    total, terms, outputs = generator_losses(G, D, lpips_loss, groups, stage, alpha, cfg, amp)
+    opt_G.zero_grad(set_to_none=True)
+    total.backward()
+    sync_grads(G.parameters())
+    opt_G.step()
+    if D is not None and cfg.adversarial_weight > 0:
+        D.requires_grad_(True)
+        for group in opt_D.param_groups:
+            group["lr"] = lr_now * cfg.d_lr / cfg.lr
+        for _ in range(cfg.d_steps):
+            d_loss = discriminator_loss(D, groups, outputs, stage, alpha, cfg, amp)
+            opt_D.zero_grad(set_to_none=True)
+            d_loss.backward()
+            sync_grads(D.parameters())
+            opt_D.step()
+        terms["d_loss"] = d_loss.detach()
+    return terms

@@ -18,16 +18,19 @@ def make_validation_set(images, scales) -> list[tuple[int, np.ndarray, np.ndarra
 
 
 @torch.no_grad()
-def validate(model, val_set, device, top_scale: int, alpha: float) -> dict:
-    """Mean Y-PSNR (crop_border = scale) per scale; the scale being faded in is evaluated at the current alpha."""
+def validate(model, val_set, device, top_scale: int, alpha: float, lpips_model=None) -> dict:
+    """Mean Y-PSNR (crop_border = scale) per scale, and LPIPS on RGB with the same shave when `lpips_model` is
+    given; the scale being faded in is evaluated at the current alpha."""
     from progsr.evaluation import upscale_u8
-    from progsr.metrics import psnr
+    from progsr.metrics import lpips_distance, psnr
 
-    per_scale: dict[int, list[float]] = {}
+    per_scale: dict[str, list[float]] = {}
     for s, hr, lr in val_set:
         sr = upscale_u8(model, lr, s, alpha if s == top_scale else 1.0, device)
-        per_scale.setdefault(s, []).append(psnr(sr, hr, crop_border=s))
-    return {f"val/psnr_x{s}": float(np.mean(v)) for s, v in per_scale.items()}
+        per_scale.setdefault(f"val/psnr_x{s}", []).append(psnr(sr, hr, crop_border=s))
+        if lpips_model is not None:
+            per_scale.setdefault(f"val/lpips_x{s}", []).append(lpips_distance(sr, hr, lpips_model, crop_border=s))
+    return {key: float(np.mean(v)) for key, v in per_scale.items()}
 
 
 def bicubic_baseline(val_set) -> dict:
@@ -65,7 +68,7 @@ def save_sample_grid(model, images, path: Path, max_scale: int, alpha: float, de
 
 
 def plot_learning_curve(records: list[dict], path: Path) -> bool:
-    """PNG of validation Y-PSNR gain over bicubic per scale against samples seen and training hours.
+    """PNG of validation Y-PSNR gain over bicubic (and LPIPS, when logged) per scale against samples and hours.
 
     Returns False (and writes nothing) when matplotlib is not installed or there is nothing to plot.
     """
@@ -82,18 +85,25 @@ def plot_learning_curve(records: list[dict], path: Path) -> bool:
     val = [r for r in records if any(k.startswith("val/psnr_x") for k in r) and "samples" in r]
     if not val:
         return False
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
-    for key in sorted({k for r in val for k in r if k.startswith("val/psnr_x")}, key=lambda k: int(k.split("x")[-1])):
-        scale = key.split("_")[-1]
-        pts = [(r["samples"], r["time"] / 3600, r[key] - base.get(f"val/bicubic_{scale}", 0.0)) for r in val if key in r]
-        axes[0].plot([p[0] for p in pts], [p[2] for p in pts], marker=".", label=scale)
-        axes[1].plot([p[1] for p in pts], [p[2] for p in pts], marker=".", label=scale)
-    axes[0].set_xlabel("training samples seen")
-    axes[1].set_xlabel("training time (hours)")
-    axes[0].set_ylabel("validation Y-PSNR gain over bicubic (dB)" if base else "validation Y-PSNR (dB)")
-    for ax in axes:
-        ax.grid(alpha=0.3)
-        ax.legend()
+    metrics = ["psnr"] + (["lpips"] if any(k.startswith("val/lpips_x") for r in val for k in r) else [])
+    fig, axes = plt.subplots(len(metrics), 2, figsize=(11, 4 * len(metrics)), sharey="row", squeeze=False)
+    for row, metric in zip(axes, metrics):
+        keys = {k for r in val for k in r if k.startswith(f"val/{metric}_x")}
+        for key in sorted(keys, key=lambda k: int(k.split("x")[-1])):
+            scale = key.split("_")[-1]
+            offset = base.get(f"val/bicubic_{scale}", 0.0) if metric == "psnr" else 0.0
+            pts = [(r["samples"], r["time"] / 3600, r[key] - offset) for r in val if key in r]
+            row[0].plot([p[0] for p in pts], [p[2] for p in pts], marker=".", label=scale)
+            row[1].plot([p[1] for p in pts], [p[2] for p in pts], marker=".", label=scale)
+        row[0].set_xlabel("training samples seen")
+        row[1].set_xlabel("training time (hours)")
+        if metric == "psnr":
+            row[0].set_ylabel("validation Y-PSNR gain over bicubic (dB)" if base else "validation Y-PSNR (dB)")
+        else:
+            row[0].set_ylabel("validation LPIPS-alex (lower is better)")
+        for ax in row:
+            ax.grid(alpha=0.3)
+            ax.legend()
     fig.suptitle("progsr learning curve (held-out validation split)")
     fig.tight_layout()
     with atomic_output(path) as tmp:

@@ -1,0 +1,131 @@
+"""One training step's terms: which stages each term touches, and both adversarial losses."""
+
+import contextlib
+import dataclasses
+
+import pytest
+import torch
+
+from progsr.models.discriminator import DiscriminatorConfig, ProgressiveDiscriminator
+from progsr.models.generator import GeneratorConfig, ProgressiveGenerator
+from progsr.training.config import TrainConfig, check_config
+from progsr.training.steps import discriminator_loss, generator_losses, train_step
+
+AMP = contextlib.nullcontext()
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+class CountingLPIPS(torch.nn.Module):
+    """An LPIPS stand-in: mean-pooled pixels as 'features'; records the image sizes it was asked for."""
+
+    def __init__(self):
+        super().__init__()
+        self.sizes = []
+
+    def features(self, img):
+        self.sizes.append(img.shape[-1])
+        return [img.mean(dim=1, keepdim=True)]
+
+    def distance(self, fa, fb):
+        return sum((a - b).abs().flatten(1).mean(dim=1) for a, b in zip(fa, fb))
+
+
+class CountingD(ProgressiveDiscriminator):
+    """The tiny discriminator, recording the stage of every call."""
+
+    def __init__(self):
+        super().__init__(DiscriminatorConfig.tiny())
+        self.stages = []
+
+    def forward(self, img, lr, stage, alpha=1.0, return_features=False):
+        self.stages.append(stage)
+        return super().forward(img, lr, stage, alpha, return_features)
+
+
+def _setup(**overrides):
+    cfg = TrainConfig(phase="gan", generator=GeneratorConfig.tiny().to_dict(),
+                      discriminator=DiscriminatorConfig.tiny().to_dict(), **overrides)
+    check_config(cfg)
+    torch.manual_seed(0)
+    G = ProgressiveGenerator(GeneratorConfig.tiny())
+    # one x8 group: LR 8 px, so the stages are 16, 32 and 64 px (LPIPS skips the 16 px one)
+    lr = torch.rand(4, 3, 8, 8)
+    groups = [(8, lr, [torch.rand(4, 3, 8 * 2**k, 8 * 2**k) for k in (1, 2, 3)])]
+    return cfg, G, groups
+
+
+@pytest.mark.parametrize("stages, expected", [("all", [32, 32, 64, 64]), ("top", [64, 64])])
+def test_perceptual_stages_pick_where_lpips_runs(stages, expected):
+    cfg, G, groups = _setup(perceptual_weight=1.0, perceptual_stages=stages)
+    lpips = CountingLPIPS()
+    total, terms, _ = generator_losses(G, None, lpips, groups, 3, 1.0, cfg, AMP)
+    assert lpips.sizes == expected  # target and output once per picked stage
+    assert terms["perceptual"].item() > 0 and torch.isfinite(total)
+
+
+def test_lpips_triplet_reuses_the_target_features():
+    cfg, G, groups = _setup(perceptual_weight=1.0, triplet_weight=1.0, triplet_distance="lpips",
+                            perceptual_stages="top")
+    lpips = CountingLPIPS()
+    _, terms, _ = generator_losses(G, None, lpips, groups, 3, 1.0, cfg, AMP)
+    assert lpips.sizes == [64, 64, 64]  # target, output, negative: the target is not run twice
+    assert 0.0 <= terms["triplet_active"].item() <= 1.0
+
+
+@pytest.mark.parametrize("adv_stages, expected", [("all", [1, 1, 2, 2, 3, 3]), ("top", [3, 3])])
+def test_adversarial_stages_pick_what_d_judges(adv_stages, expected):
+    cfg, G, groups = _setup(adversarial_weight=0.1, adversarial_stages=adv_stages)
+    D = CountingD()
+    generator_losses(G, D, None, groups, 3, 1.0, cfg, AMP)
+    assert D.stages == expected  # real and fake per judged stage
+    D.stages = []
+    _, _, outputs = generator_losses(G, D, None, groups, 3, 1.0, cfg, AMP)
+    D.stages = []
+    discriminator_loss(D, groups, outputs, 3, 1.0, cfg, AMP)
+    assert D.stages == expected
+
+
+def test_dfeat_triplet_only_on_the_judged_stages():
+    cfg, G, groups = _setup(adversarial_weight=0.1, adversarial_stages="top", triplet_weight=1.0,
+                            triplet_distance="dfeat")
+    D = CountingD()
+    _, terms, _ = generator_losses(G, D, None, groups, 3, 1.0, cfg, AMP)
+    assert D.stages == [3, 3, 3]  # real, fake and the negative, all at the top stage
+    assert "triplet" in terms
+
+
+@pytest.mark.parametrize("loss", ["ragan", "wgan_gp"])
+def test_train_step_updates_g_and_d_with_either_adversarial_loss(loss):
+    cfg, G, groups = _setup(adversarial_weight=0.1, adversarial_loss=loss, d_steps=1)
+    D = ProgressiveDiscriminator(DiscriminatorConfig.tiny())
+    opt_G, opt_D = torch.optim.Adam(G.parameters(), 1e-3), torch.optim.Adam(D.parameters(), 1e-3)
+    g0 = [p.detach().clone() for p in G.parameters()]
+    d0 = [p.detach().clone() for p in D.parameters()]
+    terms = train_step(G, D, opt_G, opt_D, None, groups, 3, 1.0, cfg, AMP, 1e-3)
+    assert torch.isfinite(terms["total"]) and torch.isfinite(terms["d_loss"])
+    assert any(not torch.equal(a, b) for a, b in zip(g0, G.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(d0, D.parameters()))
+
+
+def test_wgan_gp_critic_loss_includes_the_penalty_and_the_drift():
+    cfg, G, groups = _setup(adversarial_weight=0.1, adversarial_loss="wgan_gp")
+    D = ProgressiveDiscriminator(DiscriminatorConfig.tiny())
+    with torch.no_grad():
+        outputs = [[o for o in G(groups[0][1], scale=8, return_stages=True)]]
+    plain = dataclasses.replace(cfg, wgan_gp_weight=0.0, wgan_drift=0.0)
+    torch.manual_seed(1)
+    with_gp = discriminator_loss(D, groups, outputs, 3, 1.0, cfg, AMP)
+    torch.manual_seed(1)
+    without = discriminator_loss(D, groups, outputs, 3, 1.0, plain, AMP)
+    assert with_gp.item() > without.item()  # the penalty and drift are >= 0 and almost never exactly 0
+    # with neither, the critic loss is E[D(fake)] - E[D(real)] summed over the judged stages
+    expected = sum((D(o, groups[0][1], k + 1).mean() - D(t, groups[0][1], k + 1).mean())
+                   for k, (o, t) in enumerate(zip(outputs[0], groups[0][2])))
+    assert without.item() == pytest.approx(expected.item(), rel=1e-5)
