@@ -4,7 +4,9 @@
 
 Each row times `Upscaler.upscale_pixels` on a uint8 RGB image (pre-pad, tiling, blending, quantisation;
 no file I/O) after one warm-up run, as the median of up to --repeats runs (fewer when a run is slow, see
---seconds). `tile 0` is the automatic choice (the whole image when it fits in memory). Peak memory is the
+--seconds). `--backends torch onnx` adds rows (method `onnx`) where ONNX Runtime runs the same network,
+exported with `progsr export --onnx`, inside the same Upscaler. `tile 0` is the automatic choice (the
+whole image when it fits in memory). Peak memory is the
 process's peak resident set (VmHWM, reset before each row through /proc/self/clear_refs) on the CPU and
 torch.cuda.max_memory_allocated on CUDA. The bicubic rows time progsr.resize.imresize (MATLAB bicubic) on
 the same input: numpy uint8 on the CPU, torch float on CUDA.
@@ -125,6 +127,18 @@ def model_path(arg: str | None, workdir: Path) -> tuple[str, str]:
                        "(no shipped weights; the same architecture runs at the same speed)")
 
 
+def onnx_graph(weights: str, workdir: Path) -> str:
+    """The weights exported to ONNX graphs in `workdir` (once); the x8 graph's path (Upscaler finds the others)."""
+    from progsr.models.io import load_generator
+    from progsr.onnx_backend import export_onnx, graph_path
+
+    stem = workdir / "onnx" / "model"
+    model, _ = load_generator(weights)
+    if not graph_path(stem, model.config.max_scale).exists():
+        export_onnx(model, stem)
+    return str(graph_path(stem, model.config.max_scale))
+
+
 def machine_info() -> dict:
     cpu = platform.processor() or platform.machine()
     try:
@@ -171,17 +185,22 @@ def measure(args) -> dict:
                                      ms=1000 * statistics.median(times), runs=len(times), out_mp=out_mp,
                                      peak_mib=mem.mib, memory=mem.kind))
                     _print_row(rows[-1])
-                    for precision in precisions:
+                    runs = [("progsr", path, p) for p in precisions]
+                    if "onnx" in args.backends and device.type == "cpu":
+                        runs.append(("onnx", onnx_graph(path, Path(tmp)), "fp32"))
+                    if "torch" not in args.backends:
+                        runs = [r for r in runs if r[0] != "progsr"]
+                    for method, model_file, precision in runs:
                         for tile in args.tiles:
                             if tile and tile >= size + 2 * DEFAULT_PRE_PAD:
                                 continue  # one tile covers the pre-padded image: same as the automatic choice
-                            up = Upscaler(path, device=device_name, precision=precision, tile=tile or None,
-                                          max_pixels=None, compile=args.compile)
+                            up = Upscaler(model_file, device=device_name, precision=precision, tile=tile or None,
+                                          max_pixels=None, compile=args.compile and method == "progsr")
                             counts = []
                             fn = lambda: up.upscale_pixels(img, scale, progress=lambda d, t: counts.append(t))  # noqa: E731
                             with PeakMemory(device) as mem:
                                 times = timed(fn, args.repeats, args.seconds, device)
-                            rows.append(dict(device=device_name, method="progsr", precision=precision, size=size,
+                            rows.append(dict(device=device_name, method=method, precision=precision, size=size,
                                              scale=scale, tile=tile or "auto", tiles=counts[-1] if counts else 1,
                                              ms=1000 * statistics.median(times), runs=len(times), out_mp=out_mp,
                                              peak_mib=mem.mib, memory=mem.kind))
@@ -234,6 +253,8 @@ def main(argv=None) -> int:
     p.add_argument("--seconds", type=float, default=10.0, help="stop repeating a row after this long")
     p.add_argument("--model", default=None, help="generator .safetensors (default: shipped psnr, else random init)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--backends", nargs="+", default=["torch"], choices=["torch", "onnx"],
+                   help="run the network in torch and/or ONNX Runtime (CPU rows only; the 'onnx' method)")
     p.add_argument("--out", default=None, help="output path without suffix (writes .md and .json)")
     args = p.parse_args(argv)
     result = measure(args)

@@ -12,7 +12,7 @@ COMMANDS = {
     "upscale": ("progsr.upscale", "upscale images, folders or globs"),
     "bench": ("progsr.evaluation", "PSNR/SSIM/LPIPS benchmark under the standard SR protocol"),
     "train": ("progsr.train", "train a generator (psnr or gan phase), resumable"),
-    "export": ("progsr.export", "export a training checkpoint's EMA generator to .safetensors"),
+    "export": ("progsr.export", "export a checkpoint's EMA generator to .safetensors, or a generator to ONNX"),
     "app": ("progsr.webapp", "start the Gradio web app"),
 }
 

@@ -1,4 +1,7 @@
-"""`progsr export CKPT out.safetensors`: a training checkpoint's EMA generator as a release weights file."""
+"""`progsr export CKPT out.safetensors`: a training checkpoint's EMA generator as a release weights file.
+
+`progsr export --onnx WEIGHTS STEM`: a generator (or a realism blend of the shipped pair) as ONNX graphs.
+"""
 
 from __future__ import annotations
 
@@ -45,16 +48,51 @@ def export(ckpt, out, use_ema: bool = True, overwrite: bool = False) -> dict:
     return metadata
 
 
+def export_onnx_graphs(weights: str, stem, scales=None, realism: float | None = None, overwrite: bool = False):
+    """ONNX graphs of `weights` ("psnr", "gan", a .safetensors or a run folder) or of the shipped blend at `realism`."""
+    from progsr.onnx_backend import export_onnx
+
+    if realism is not None:
+        from progsr.inference import Upscaler
+
+        up = Upscaler(weights if weights in ("psnr", "gan") else "psnr", device="cpu", realism=realism)
+        model, meta = up.model, {"realism": f"{realism:g}", "source": "shipped psnr + gan blend"}
+    elif weights in ("psnr", "gan") or str(weights).endswith(".safetensors"):
+        from progsr.inference import shipped_model_path
+        from progsr.models.io import load_generator
+
+        path = shipped_model_path(weights) if weights in ("psnr", "gan") else Path(weights)
+        model, _ = load_generator(path)
+        meta = {"source": path.name}
+    else:
+        raise UserError(f"{weights}: --onnx exports psnr, gan or a .safetensors generator (export a checkpoint "
+                        f"to .safetensors first)")
+    return export_onnx(model, stem, scales, metadata=meta, overwrite=overwrite)
+
+
 def main(argv=None) -> int:
-    """`progsr export`: checkpoint (or run folder) -> .safetensors."""
+    """`progsr export`: checkpoint (or run folder) -> .safetensors, or with --onnx weights -> ONNX graphs."""
     p = argparse.ArgumentParser(prog="progsr export",
-                                description="Export a training checkpoint's EMA generator to a .safetensors file.")
-    p.add_argument("ckpt", type=Path, help="a checkpoint (ckpt_*.pt) or a run folder (its newest checkpoint)")
-    p.add_argument("out", type=Path, help="output .safetensors file")
+                                description="Export a training checkpoint's EMA generator to a .safetensors file, "
+                                            "or (--onnx) a generator to ONNX graphs, one per scale.")
+    p.add_argument("ckpt", help="a checkpoint (ckpt_*.pt) or a run folder (its newest checkpoint); with --onnx: "
+                                "psnr, gan or a .safetensors generator")
+    p.add_argument("out", type=Path, help="output .safetensors file; with --onnx the graphs' path stem, "
+                                          "written as STEM_x2.onnx, STEM_x4.onnx, ...")
     p.add_argument("--raw", action="store_true", help="export the raw generator instead of its EMA")
+    p.add_argument("--onnx", action="store_true", help="write ONNX graphs (opset 17, dynamic batch/height/width)")
+    p.add_argument("--scales", type=int, nargs="+", default=None, help="with --onnx: the scales (default all)")
+    p.add_argument("--realism", type=float, default=None,
+                   help="with --onnx: bake the blend (1 - R) * psnr + R * gan of the shipped models into the graphs")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
-    meta = export(args.ckpt, args.out, use_ema=not args.raw, overwrite=args.overwrite)
+    if args.onnx:
+        paths = export_onnx_graphs(args.ckpt, args.out, args.scales, args.realism, args.overwrite)
+        print("wrote " + ", ".join(str(path) for path in paths))
+        return 0
+    if args.scales or args.realism is not None:
+        raise UserError("--scales and --realism go with --onnx")
+    meta = export(Path(args.ckpt), args.out, use_ema=not args.raw, overwrite=args.overwrite)
     val = meta["validation"]
     summary = ", ".join(f"{k.split('/')[-1]} {v:.2f} dB" for k, v in val.items() if k.startswith("val/psnr"))
     print(f"wrote {args.out} ({meta['phase']} phase, iteration {meta['iterations']}"

@@ -155,7 +155,8 @@ def _memory_available(device: torch.device) -> int:
 class Upscaler:
     """Loads a generator once and upscales PIL images, numpy arrays or files with it.
 
-    model: "psnr" or "gan" (the shipped weights in weights/) or a path to a generator .safetensors.
+    model: "psnr" or "gan" (the shipped weights in weights/), a path to a generator .safetensors, or an
+    exported <stem>_x<S>.onnx graph (run by ONNX Runtime on the CPU; see progsr/onnx_backend.py).
     device: "auto", "cpu", "cuda" or "cuda:N". precision: "auto" (fp32 on CPU, bf16/fp16 on CUDA),
     "fp32", "fp16" or "bf16". tile: LR tile size in pixels, or None to pick it from free memory
     (whole image when it fits). tile_overlap: LR pixels shared by neighbouring tiles (None: 2x the model's
@@ -188,7 +189,8 @@ class Upscaler:
         if max_output_pixels is not None and max_output_pixels < 1:
             raise UserError(f"--max-output-pixels {max_output_pixels}: must be >= 1")
         self.max_output_pixels = max_output_pixels
-        self.device = resolve_device(device)
+        onnx = str(model).endswith(".onnx")
+        self.device = resolve_device("cpu" if onnx and device == "auto" else device)
         self.dtype = resolve_precision(precision, self.device)
         self.tile, self.tile_overlap, self.tile_batch = tile, tile_overlap, tile_batch
         self.max_pixels, self.pre_pad = max_pixels, pre_pad
@@ -205,6 +207,15 @@ class Upscaler:
             self.model_name = "psnr+gan"
             base = "gan" if float(realism) == 1.0 else "psnr"  # the architecture; set_realism loads the weights
             self.model, self.metadata = load_generator(shipped_model_path(base), "cpu")
+        elif onnx:  # ONNX Runtime runs the network; everything around it is unchanged
+            from progsr.onnx_backend import OnnxGenerator
+
+            if self.device.type != "cpu" or self.dtype != torch.float32 or compile:
+                raise UserError(f"{model}: ONNX models run on the CPU in fp32 here (no --device cuda, "
+                                f"--precision or --compile)")
+            self.model_name = str(model)
+            self.model = OnnxGenerator(model)
+            self.metadata = self.model.metadata
         else:
             path = shipped_model_path(model) if model in ("psnr", "gan") else Path(model)
             self.model_name = str(model)
@@ -213,9 +224,11 @@ class Upscaler:
         if realism is not None:
             self.set_realism(realism)
         self.max_scale = self.model.config.max_scale
-        self.scales = tuple(2**k for k in range(1, self.model.config.num_stages + 1))
+        self.scales = self.model.config.scales
         self.model.requires_grad_(False)
-        self.receptive_radius = receptive_radius(self.model, self.max_scale)
+        # the torch network, or the architecture's torch twin of an ONNX graph: for the receptive-field and memory probes
+        self._probe_model = getattr(self.model, "twin", self.model)
+        self.receptive_radius = receptive_radius(self._probe_model, self.max_scale)
         self.model = self.model.to(self.device, memory_format=torch.channels_last).eval()
         # Twice the radius: the blend window's zero margin (overlap / 4) then holds over 99.9% of each output
         # pixel's input gradient (measured for the shipped model: all within 8 of its 20 px), and tiles matched
@@ -581,7 +594,7 @@ class Upscaler:
             torch.cuda.reset_peak_memory_stats(self.device)
             base = torch.cuda.memory_allocated(self.device)
             with self._inference():
-                self.model(probe, scale=scale)
+                self._probe_model(probe, scale=scale)
             torch.cuda.synchronize(self.device)
             peak = torch.cuda.max_memory_allocated(self.device) - base
             estimate = 1.25 * peak / side**2
@@ -592,10 +605,10 @@ class Upscaler:
                 if isinstance(output, torch.Tensor):
                     largest[0] = max(largest[0], output.numel() * output.element_size())
 
-            handles = [m.register_forward_hook(hook) for m in self.model.modules() if not list(m.children())]
+            handles = [m.register_forward_hook(hook) for m in self._probe_model.modules() if not list(m.children())]
             try:
                 with self._inference():
-                    self.model(probe, scale=scale)
+                    self._probe_model(probe, scale=scale)
             finally:
                 for handle in handles:
                     handle.remove()

@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "extension (out.png) writes that file")
     p.add_argument("--model", default=None, metavar="psnr|gan|PATH",
                    help="psnr (default: the shipped fidelity model), gan (the shipped realistic model) "
-                        "or PATH to a generator .safetensors")
+                        "or PATH to a generator .safetensors or an exported .onnx graph (progsr export --onnx)")
     p.add_argument("--realism", type=float, default=None, metavar="R",
                    help="0..1: blend the shipped psnr (0) and gan (1) weights (network interpolation)")
     size = p.add_mutually_exclusive_group()

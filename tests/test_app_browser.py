@@ -158,3 +158,55 @@ def test_advanced_jpg_output_warns_that_alpha_is_dropped(page, tmp_path):
     response = page.request.get(page.locator("#download a").first.get_attribute("href"))
     downloaded = Image.open(io.BytesIO(response.body()))
     assert downloaded.format == "JPEG" and downloaded.mode == "RGB" and downloaded.size == (120, 80)
+
+
+@pytest.fixture(scope="module")
+def realism_app(tmp_path_factory):
+    """The app with a shipped pair of tiny psnr and gan weights (different seeds), so the slider is live."""
+    root = tmp_path_factory.mktemp("realism_app")
+    paths = {}
+    for seed, name in ((4, "psnr"), (5, "gan")):
+        torch.manual_seed(seed)
+        model = ProgressiveGenerator(tiny_config())
+        with torch.no_grad():
+            for p in model.parameters():
+                p.normal_(0.0, 0.05)
+        paths[name] = save_generator(model, root / "weights" / f"progsr_x8_{name}.safetensors")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PROGSR_WEIGHTS", str(root / "weights"))
+        config = webapp.AppConfig(model="psnr", device="cpu", temp_dir=str(root / "requests"))
+        demo = webapp.launch(webapp.build_app(config), host="127.0.0.1", port=0, block=False)
+        yield demo.local_url, paths
+        demo.close()
+
+
+def test_realism_slider_switches_between_the_psnr_and_gan_models(browser, realism_app, tmp_path):
+    from progsr.inference import Upscaler
+
+    url, paths = realism_app
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.set_default_timeout(60_000)
+    page.goto(url)
+    rng = np.random.default_rng(2)
+    src = tmp_path / "noise.png"
+    Image.fromarray(rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)).save(src)
+    upload(page, src)
+    page.locator("#info").get_by_text("noise.png: 32x24").wait_for()
+    page.locator("#scale").get_by_label("2x").check()
+    number = page.locator("#realism input[type=number]")
+    assert number.is_enabled() and page.locator("#realism input[type=range]").is_enabled()
+    pixels = np.asarray(Image.open(src))
+    results = {}
+    for r in ("1", "0", "0.5"):
+        number.fill(r)
+        number.press("Enter")
+        page.locator("#run").click()
+        page.locator("#info").get_by_text(f"realism {r}").wait_for()
+        response = page.request.get(page.locator("#download a").first.get_attribute("href"))
+        results[r] = np.asarray(Image.open(io.BytesIO(response.body())).convert("RGB"))
+    np.testing.assert_array_equal(results["1"], Upscaler(model=str(paths["gan"]), device="cpu").upscale(pixels, 2))
+    np.testing.assert_array_equal(results["0"], Upscaler(model=str(paths["psnr"]), device="cpu").upscale(pixels, 2))
+    assert not np.array_equal(results["0.5"], results["0"]) and not np.array_equal(results["0.5"], results["1"])
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "app_realism.png"), full_page=True)
+    page.close()

@@ -89,6 +89,11 @@ class GeneratorConfig(ConfigMixin):
         """The largest scale the model produces."""
         return 2**self.num_stages
 
+    @property
+    def scales(self) -> tuple[int, ...]:
+        """Every scale the model produces: (2, 4, 8) for an x8 model."""
+        return tuple(2**k for k in range(1, self.num_stages + 1))
+
     @classmethod
     def tiny(cls) -> "GeneratorConfig":
         """A very small x8 generator (a few thousand parameters) for tests and smoke runs."""
