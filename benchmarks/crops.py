@@ -5,6 +5,7 @@
         --scale 4 --size 96 --out weights/crops.png
 
 Each --images entry is PATH or PATH:X,Y (top-left corner of the HR crop; default the centre).
+`--realism 0 0.5 1` adds a column per value, the shipped psnr/gan blend as the app's slider makes it.
 """
 
 import argparse
@@ -45,7 +46,9 @@ def _labelled(tile: np.ndarray, label: str) -> np.ndarray:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--models", nargs="+", required=True, help="generator .safetensors files, one column each")
+    p.add_argument("--models", nargs="*", default=[], help="generator .safetensors files, one column each")
+    p.add_argument("--realism", type=float, nargs="*", default=[],
+                   help="realism values, one column each: the shipped psnr (0) / gan (1) blend")
     p.add_argument("--images", nargs="+", required=True, help="HR images, PATH or PATH:X,Y")
     p.add_argument("--scale", type=int, default=4)
     p.add_argument("--size", type=int, default=96, help="HR crop size in pixels")
@@ -57,6 +60,13 @@ def main(argv=None) -> int:
     methods += [(Path(m).stem.replace("progsr_x8_", ""), GeneratorMethod(Path(m), "cpu")) for m in args.models]
     for _, method in methods:
         method.check_scale(s)
+    if args.realism:
+        from progsr.inference import Upscaler
+
+        blend = Upscaler(device="cpu", precision="fp32", realism=args.realism[0], max_pixels=None)
+        methods += [(f"r={r:g}", lambda lr, s, r=r: blend.upscale_pixels(lr, scale=s, realism=r)) for r in args.realism]
+    if len(methods) == 1:
+        raise UserError("nothing to compare: give --models and/or --realism")
 
     rows = []
     for spec in args.images:

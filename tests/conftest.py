@@ -20,6 +20,16 @@ def shared():
 
 
 @pytest.fixture
+def one_thread():
+    """One torch thread for the test: two OpenMP threads on 2 shared, busy cores spin-wait each other and run
+    10x slower; one is steady."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def rng():
     return np.random.default_rng(0)
 

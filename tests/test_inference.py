@@ -11,22 +11,13 @@ from progsr.inference import Upscaler, blend_ramp, tile_starts
 from progsr.models import ProgressiveGenerator, load_generator, save_generator, tiny_config
 from progsr.resize import imresize
 
-
-def _random_tiny(seed: int) -> ProgressiveGenerator:
-    """A tiny generator with its zero-initialised tensors randomised (as initialised, its output is plain bicubic)."""
-    torch.manual_seed(seed)
-    model = ProgressiveGenerator(tiny_config())
-    with torch.no_grad():
-        for param in model.parameters():
-            if not param.any():
-                param.normal_(0, 0.05)
-    return model
+from helpers import random_tiny
 
 
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory):
     path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
-    save_generator(_random_tiny(1), path)
+    save_generator(random_tiny(1), path)
     return path
 
 
@@ -264,8 +255,8 @@ def test_upscale_stages_out_of_memory_mid_stream_tiles_the_rest(model_path, img)
 @pytest.fixture
 def shipped(tmp_path, monkeypatch):
     """A weights folder with psnr and gan models of the same architecture."""
-    save_generator(_random_tiny(1), tmp_path / "progsr_x8_psnr.safetensors")
-    save_generator(_random_tiny(2), tmp_path / "progsr_x8_gan.safetensors")
+    save_generator(random_tiny(1), tmp_path / "progsr_x8_psnr.safetensors")
+    save_generator(random_tiny(2), tmp_path / "progsr_x8_gan.safetensors")
     monkeypatch.setenv("PROGSR_WEIGHTS", str(tmp_path))
     return tmp_path
 
@@ -298,7 +289,7 @@ def test_missing_shipped_weights_are_clear_errors(tmp_path, monkeypatch):
     monkeypatch.setenv("PROGSR_WEIGHTS", str(tmp_path))
     with pytest.raises(UserError, match="shipped 'psnr' model is not installed"):
         Upscaler("psnr")
-    save_generator(_random_tiny(1), tmp_path / "progsr_x8_psnr.safetensors")
+    save_generator(random_tiny(1), tmp_path / "progsr_x8_psnr.safetensors")
     with pytest.raises(UserError, match="shipped 'gan' model is not installed"):
         Upscaler(realism=0.5)
     Upscaler(realism=0.0)  # psnr alone needs no gan weights

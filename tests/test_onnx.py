@@ -14,29 +14,15 @@ ort = pytest.importorskip("onnxruntime")
 from progsr.errors import UserError  # noqa: E402
 from progsr.export import main as export_main  # noqa: E402
 from progsr.inference import Upscaler  # noqa: E402
-from progsr.models import ProgressiveGenerator, load_generator, save_generator, tiny_config  # noqa: E402
+from progsr.models import load_generator, save_generator  # noqa: E402
 from progsr.onnx_backend import export_onnx  # noqa: E402
 from progsr.paths import REPO_ROOT  # noqa: E402
 
+from helpers import random_tiny  # noqa: E402
+
 SHIPPED = REPO_ROOT / "weights" / "progsr_x8_psnr.safetensors"
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def _random_tiny(seed: int) -> ProgressiveGenerator:
-    torch.manual_seed(seed)
-    model = ProgressiveGenerator(tiny_config())
-    with torch.no_grad():
-        for param in model.parameters():
-            if not param.any():
-                param.normal_(0, 0.05)
-    return model.eval()
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _session(path):
@@ -82,7 +68,7 @@ def test_graph_metadata_and_dynamic_axes(shipped_graphs):
 
 
 def test_upscaler_runs_onnx_graphs_with_tiling_alpha_and_16_bit(tmp_path):
-    model = _random_tiny(3)
+    model = random_tiny(3)
     weights = save_generator(model, tmp_path / "tiny.safetensors")
     assert export_main(["--onnx", str(weights), str(tmp_path / "tiny")]) == 0
     rgba16 = np.concatenate([data.astronaut()[100:140, 100:150].astype(np.uint16) * 257,
@@ -99,8 +85,8 @@ def test_upscaler_runs_onnx_graphs_with_tiling_alpha_and_16_bit(tmp_path):
 
 
 def test_realism_blend_is_baked_into_the_graphs(tmp_path, monkeypatch):
-    save_generator(_random_tiny(1), tmp_path / "progsr_x8_psnr.safetensors")
-    save_generator(_random_tiny(2), tmp_path / "progsr_x8_gan.safetensors")
+    save_generator(random_tiny(1), tmp_path / "progsr_x8_psnr.safetensors")
+    save_generator(random_tiny(2), tmp_path / "progsr_x8_gan.safetensors")
     monkeypatch.setenv("PROGSR_WEIGHTS", str(tmp_path))
     assert export_main(["--onnx", "psnr", str(tmp_path / "blend"), "--realism", "0.5", "--scales", "4"]) == 0
     assert not (tmp_path / "blend_x2.onnx").exists() and not (tmp_path / "blend_x8.onnx").exists()
@@ -112,7 +98,7 @@ def test_realism_blend_is_baked_into_the_graphs(tmp_path, monkeypatch):
 
 
 def test_export_errors_are_one_line(tmp_path):
-    weights = save_generator(_random_tiny(1), tmp_path / "tiny.safetensors")
+    weights = save_generator(random_tiny(1), tmp_path / "tiny.safetensors")
     assert export_main(["--onnx", str(weights), str(tmp_path / "t"), "--scales", "2"]) == 0
     with pytest.raises(UserError, match="already exists; pass --overwrite"):
         export_main(["--onnx", str(weights), str(tmp_path / "t"), "--scales", "2"])

@@ -23,14 +23,7 @@ from progsr.training.config import (PRESETS, TrainConfig, apply_overrides, check
 
 REPO = Path(__file__).resolve().parent.parent
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Two OpenMP threads on 2 shared, busy cores spin-wait each other and run 10x slower; one is steady.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -13,13 +13,7 @@ from progsr.training.steps import discriminator_loss, generator_losses, train_st
 
 AMP = contextlib.nullcontext()
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class CountingLPIPS(torch.nn.Module):
