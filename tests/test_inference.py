@@ -333,3 +333,19 @@ def test_the_shipped_path_equals_the_plain_forward_pass(up, img):
 
     for scale in (2, 8):
         assert np.array_equal(up.upscale(img, scale=scale), upscale_u8(up.model, img, scale))
+
+
+def test_the_shipped_psnr_and_gan_weights_blend():
+    """The two shipped files share one architecture, so --model gan and every --realism work on them."""
+    from progsr.paths import shipped_weights
+
+    if not shipped_weights("gan").is_file():
+        pytest.skip("no shipped gan weights in this checkout")
+    psnr, psnr_meta = load_generator(shipped_weights("psnr"))
+    gan, gan_meta = load_generator(shipped_weights("gan"))
+    assert psnr.config == gan.config and gan_meta["phase"] == "gan" and psnr_meta["phase"] == "psnr"
+    img = data.astronaut()[200:232, 200:240]
+    outs = {r: Upscaler(device="cpu", realism=r).upscale(img, scale=4) for r in (0.0, 0.5, 1.0)}
+    np.testing.assert_array_equal(outs[0.0], Upscaler("psnr", device="cpu").upscale(img, scale=4))
+    np.testing.assert_array_equal(outs[1.0], Upscaler("gan", device="cpu").upscale(img, scale=4))
+    assert not np.array_equal(outs[0.5], outs[0.0]) and not np.array_equal(outs[0.5], outs[1.0])
