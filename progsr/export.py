@@ -49,13 +49,13 @@ def export(ckpt, out, use_ema: bool = True, overwrite: bool = False) -> dict:
 
 
 def export_onnx_graphs(weights: str, stem, scales=None, realism: float | None = None, overwrite: bool = False):
-    """ONNX graphs of `weights` ("psnr", "gan", a .safetensors or a run folder) or of the shipped blend at `realism`."""
+    """ONNX graphs of `weights` ("psnr", "gan" or a .safetensors), or of the shipped psnr/gan blend at `realism`."""
     from progsr.onnx_backend import export_onnx
 
     if realism is not None:
         from progsr.inference import Upscaler
 
-        up = Upscaler(weights if weights in ("psnr", "gan") else "psnr", device="cpu", realism=realism)
+        up = Upscaler(weights, device="cpu", realism=realism)  # a PATH with realism is Upscaler's one-line error
         model, meta = up.model, {"realism": f"{realism:g}", "source": "shipped psnr + gan blend"}
     elif weights in ("psnr", "gan") or str(weights).endswith(".safetensors"):
         from progsr.inference import shipped_model_path

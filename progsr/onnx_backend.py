@@ -82,8 +82,8 @@ def export_onnx(model, stem, scales=None, metadata: dict | None = None, overwrit
 class OnnxGenerator:
     """A stand-in for ProgressiveGenerator in `Upscaler` that runs exported graphs with ONNX Runtime on the CPU.
 
-    Given <stem>_x<S>.onnx it also uses the sibling graphs of smaller scales when they exist (a smaller
-    graph is less work); otherwise the x<S> graph serves every scale up to S. `twin` is a torch model of
+    Given <stem>_x<S>.onnx it also uses the sibling graphs of smaller scales when they exist and come from
+    the same export (a smaller graph is less work); otherwise the x<S> graph serves every scale up to S. `twin` is a torch model of
     the same architecture (random weights) for the Upscaler's receptive-field and memory probes.
     """
 
@@ -115,9 +115,11 @@ class OnnxGenerator:
             if "config" not in meta or "scale" not in meta:
                 raise UserError(f"{candidate}: not a progsr graph (no config/scale metadata; export it with "
                                 f"progsr export --onnx)")
-            self.sessions[int(meta["scale"])] = session
             if candidate == path:
                 self.metadata = dict(meta)
+            elif any(meta.get(k) != self.metadata.get(k) for k in ("config", "source", "realism")):
+                continue  # a sibling from another export: not the same network
+            self.sessions[int(meta["scale"])] = session
         self.config = GeneratorConfig.from_json(self.metadata["config"])
         self.twin = ProgressiveGenerator(self.config).eval()
 

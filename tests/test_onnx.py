@@ -110,6 +110,13 @@ def test_export_errors_are_one_line(tmp_path):
         Upscaler(str(tmp_path / "t_x2.onnx"), precision="bf16")
     with pytest.raises(UserError, match="scale must be one of \\[2\\]"):
         Upscaler(str(tmp_path / "t_x2.onnx")).upscale(np.zeros((8, 8, 3), np.uint8), 4)
+    # a sibling graph from another export (other weights) is not used: the x4 graph serves x2 itself
+    other = save_generator(random_tiny(2), tmp_path / "other.safetensors")
+    assert export_main(["--onnx", str(other), str(tmp_path / "t"), "--scales", "4"]) == 0
+    up = Upscaler(str(tmp_path / "t_x4.onnx"))
+    assert sorted(up.model.sessions) == [4]
+    with pytest.raises(UserError, match="cannot be used with --model PATH"):
+        export_main(["--onnx", str(weights), str(tmp_path / "r"), "--realism", "0.5"])
 
 
 def test_x4_graph_upscales_a_file_without_importing_torch(shipped_graphs, tmp_path):
