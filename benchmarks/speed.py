@@ -128,15 +128,12 @@ def model_path(arg: str | None, workdir: Path) -> tuple[str, str]:
 
 
 def onnx_graph(weights: str, workdir: Path) -> str:
-    """The weights exported to ONNX graphs in `workdir` (once); the x8 graph's path (Upscaler finds the others)."""
+    """The weights exported to ONNX graphs in `workdir`; the largest graph's path (Upscaler finds the others)."""
     from progsr.models.io import load_generator
-    from progsr.onnx_backend import export_onnx, graph_path
+    from progsr.onnx_backend import export_onnx
 
-    stem = workdir / "onnx" / "model"
     model, _ = load_generator(weights)
-    if not graph_path(stem, model.config.max_scale).exists():
-        export_onnx(model, stem)
-    return str(graph_path(stem, model.config.max_scale))
+    return str(export_onnx(model, workdir / "onnx" / "model")[-1])
 
 
 def machine_info() -> dict:
@@ -166,6 +163,7 @@ def measure(args) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         path, description = model_path(args.model, Path(tmp))
         print(f"model: {description}", flush=True)
+        onnx_path = onnx_graph(path, Path(tmp)) if "onnx" in args.backends else None
         for device_name in devices:
             device = torch.device(device_name)
             precisions = args.precisions or (["fp32"] if device.type == "cpu" else ["bf16", "fp16"])
@@ -185,11 +183,9 @@ def measure(args) -> dict:
                                      ms=1000 * statistics.median(times), runs=len(times), out_mp=out_mp,
                                      peak_mib=mem.mib, memory=mem.kind))
                     _print_row(rows[-1])
-                    runs = [("progsr", path, p) for p in precisions]
-                    if "onnx" in args.backends and device.type == "cpu":
-                        runs.append(("onnx", onnx_graph(path, Path(tmp)), "fp32"))
-                    if "torch" not in args.backends:
-                        runs = [r for r in runs if r[0] != "progsr"]
+                    runs = [("progsr", path, p) for p in precisions] if "torch" in args.backends else []
+                    if onnx_path and device.type == "cpu":
+                        runs.append(("onnx", onnx_path, "fp32"))
                     for method, model_file, precision in runs:
                         for tile in args.tiles:
                             if tile and tile >= size + 2 * DEFAULT_PRE_PAD:

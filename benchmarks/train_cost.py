@@ -45,11 +45,10 @@ def measure(cfg, iters: int, warmup: int) -> dict:
     """CPU and wall seconds per iteration of train_step for one config."""
     import torch
 
-    from progsr.losses import LPIPSLoss
     from progsr.models.discriminator import ProgressiveDiscriminator
     from progsr.models.generator import ProgressiveGenerator
     from progsr.training.config import build_model_configs, check_config
-    from progsr.training.steps import train_step
+    from progsr.training.steps import build_perceptual_loss, train_step
 
     check_config(cfg)
     torch.manual_seed(cfg.seed)
@@ -58,8 +57,7 @@ def measure(cfg, iters: int, warmup: int) -> dict:
     D = ProgressiveDiscriminator(d_cfg) if cfg.phase == "gan" else None
     opt_G = torch.optim.Adam(G.parameters(), lr=cfg.lr)
     opt_D = torch.optim.Adam(D.parameters(), lr=cfg.d_lr) if D is not None else None
-    need_lpips = cfg.perceptual_weight > 0 or (cfg.triplet_weight > 0 and cfg.triplet_distance == "lpips")
-    lpips_loss = LPIPSLoss(cfg.perceptual_net, cfg.backbones or None, layers=cfg.perceptual_layers) if need_lpips else None
+    lpips_loss = build_perceptual_loss(cfg, "cpu")
     gen = torch.Generator().manual_seed(0)
     cpu, wall = [], []
     for i in range(warmup + iters):

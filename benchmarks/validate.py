@@ -17,17 +17,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
-import numpy as np  # noqa: E402
-
 
 def score(path: Path, val: str, scales, pre_pads, lpips: bool = False) -> dict:
     """{'forward': {x2: dB, ...}, 'upscaler_pad8': {...}, ...} for one weights file."""
     import torch
 
     from progsr.inference import Upscaler
-    from progsr.metrics import build_lpips, lpips_distance, psnr
+    from progsr.metrics import build_lpips
     from progsr.training.data import load_validation
-    from progsr.training.validation import make_validation_set, validate
+    from progsr.training.validation import make_validation_set, mean_scores, validate
 
     _, images = load_validation(val)
     val_set = make_validation_set(images, scales)
@@ -36,13 +34,8 @@ def score(path: Path, val: str, scales, pre_pads, lpips: bool = False) -> dict:
     result = {"forward": validate(up.model, val_set, torch.device("cpu"), max(scales), 1.0, lpips_model)}
     for pad in pre_pads:
         up.pre_pad = pad
-        per_scale: dict = {}
-        for s, hr, lr in val_set:
-            sr = up.upscale_pixels(lr, scale=s)
-            per_scale.setdefault(f"val/psnr_x{s}", []).append(psnr(sr, hr, crop_border=s))
-            if lpips_model is not None:
-                per_scale.setdefault(f"val/lpips_x{s}", []).append(lpips_distance(sr, hr, lpips_model, crop_border=s))
-        result[f"upscaler_pad{pad}"] = {key: float(np.mean(v)) for key, v in per_scale.items()}
+        result[f"upscaler_pad{pad}"] = mean_scores(((s, up.upscale_pixels(lr, scale=s), hr) for s, hr, lr in val_set),
+                                                   lpips_model)
     return result
 
 

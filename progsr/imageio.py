@@ -302,15 +302,20 @@ def atomic_output(path):
         raise
 
 
-def write_bytes_atomic(path, data: bytes) -> None:
-    """Write bytes to `path` via a temp file in the same folder and os.replace: all or nothing."""
+def write_atomic(path, fill) -> None:
+    """Call fill(f) on a new binary file beside `path`, fsync it and rename it over `path`: all or nothing."""
     try:
         with atomic_output(path) as tmp, open(tmp, "xb") as f:
-            f.write(data)
+            fill(f)
             f.flush()
             os.fsync(f.fileno())
     except OSError as err:
         raise UserError(f"{path}: cannot write ({err.strerror or err})") from None
+
+
+def write_bytes_atomic(path, data: bytes) -> None:
+    """Write bytes to `path` via a temp file in the same folder and os.replace: all or nothing."""
+    write_atomic(path, lambda f: f.write(data))
 
 
 def write_image(path, pixels: np.ndarray, icc_profile: bytes | None = None, exif: bytes | None = None,
@@ -321,13 +326,7 @@ def write_image(path, pixels: np.ndarray, icc_profile: bytes | None = None, exif
     each with a warnings.warn. The ICC profile is written where the format allows, EXIF to PNG/JPEG/WebP.
     """
     fmt = format_for(path)
-    try:
-        with atomic_output(path) as tmp, open(tmp, "xb") as f:
-            _encode(np.asarray(pixels), fmt, icc_profile, exif, quality, path, f)
-            f.flush()
-            os.fsync(f.fileno())
-    except OSError as err:
-        raise UserError(f"{path}: cannot write ({err.strerror or err})") from None
+    write_atomic(path, lambda f: _encode(np.asarray(pixels), fmt, icc_profile, exif, quality, path, f))
 
 
 def to_pil(data: ImageData) -> Image.Image:

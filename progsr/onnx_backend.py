@@ -22,6 +22,17 @@ from progsr.errors import UserError
 OPSET = 17
 
 
+def _require(name: str):
+    """Import an optional ONNX dependency, or a one-line UserError saying how to install it."""
+    import importlib
+
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        raise UserError(f"{name} is not installed: pip install -c constraints.txt -e \".[onnx]\" "
+                        f"(or pip install onnx onnxruntime)") from None
+
+
 class _StageGraph(torch.nn.Module):
     """The generator up to one scale, returning every stage image (the traced module of one graph)."""
 
@@ -44,11 +55,10 @@ def export_onnx(model, stem, scales=None, metadata: dict | None = None, overwrit
     """Write one graph per scale (default: every scale of the model) as <stem>_x<s>.onnx; returns the paths."""
     import warnings
 
-    import onnx
-
     from progsr import __version__
     from progsr.imageio import atomic_output
 
+    onnx = _require("onnx")
     model = model.float().cpu().eval()
     scales = list(scales or model.config.scales)
     bad = [s for s in scales if s not in model.config.scales]
@@ -88,13 +98,12 @@ class OnnxGenerator:
     """
 
     def __init__(self, path, threads: int | None = None):
-        import onnxruntime as ort
-
         from progsr.models.generator import GeneratorConfig, ProgressiveGenerator
 
         path = Path(path)
         if not path.is_file():
             raise UserError(f"{path}: no such ONNX file")
+        ort = _require("onnxruntime")
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or torch.get_num_threads()
         options.inter_op_num_threads = 1

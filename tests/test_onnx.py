@@ -131,3 +131,14 @@ def test_x4_graph_upscales_a_file_without_importing_torch(shipped_graphs, tmp_pa
     out = np.asarray(Image.open(dst))
     want = Upscaler(SHIPPED, device="cpu").upscale(data.chelsea()[:40, :48], 4)
     assert out.shape == (160, 192, 3) and np.abs(out.astype(int) - want.astype(int)).max() <= 1
+
+
+def test_a_missing_onnx_dependency_is_a_one_line_error(tmp_path, monkeypatch):
+    weights = save_generator(random_tiny(1), tmp_path / "tiny.safetensors")
+    assert export_main(["--onnx", str(weights), str(tmp_path / "t"), "--scales", "2"]) == 0
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime now raises ImportError
+    with pytest.raises(UserError, match=r"onnxruntime is not installed: pip install"):
+        Upscaler(str(tmp_path / "t_x2.onnx"))
+    monkeypatch.setitem(sys.modules, "onnx", None)
+    with pytest.raises(UserError, match=r"onnx is not installed"):
+        export_main(["--onnx", str(weights), str(tmp_path / "u")])

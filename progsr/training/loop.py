@@ -84,12 +84,11 @@ def train(cfg: TrainConfig, data_dirs: list[Path], val: str | None, out: Path, r
     """Run (or continue) training; returns {"iteration", "stopped_early", "last_val"}."""
     from tqdm import tqdm
 
-    from progsr.losses import LPIPSLoss
     from progsr.metrics import build_lpips
     from progsr.models.discriminator import ProgressiveDiscriminator
     from progsr.models.generator import ProgressiveGenerator
     from progsr.training.data import PyramidCrops, load_pyramids, load_validation
-    from progsr.training.steps import train_step
+    from progsr.training.steps import build_perceptual_loss, train_step
     from progsr.training.validation import (bicubic_baseline, make_validation_set, plot_learning_curve,
                                             save_sample_grid, validate)
 
@@ -125,9 +124,7 @@ def train(cfg: TrainConfig, data_dirs: list[Path], val: str | None, out: Path, r
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
     opt_G = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
     opt_D = torch.optim.Adam(D.parameters(), lr=cfg.d_lr, betas=tuple(cfg.d_betas)) if D is not None else None
-    need_lpips = cfg.perceptual_weight > 0 or (cfg.triplet_weight > 0 and cfg.triplet_distance == "lpips")
-    lpips_loss = (LPIPSLoss(cfg.perceptual_net, cfg.backbones or None, device=device, layers=cfg.perceptual_layers)
-                  if need_lpips else None)
+    lpips_loss = build_perceptual_loss(cfg, device)
     # LPIPS-alex is the benchmark's metric: the GAN recipe validates on it and trains on LPIPS-vgg.
     val_lpips = build_lpips("alex", cfg.backbones or None, device=device) if cfg.val_lpips and is_main else None
 

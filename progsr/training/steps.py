@@ -80,8 +80,19 @@ def generator_losses(G, D, lpips_loss, groups, stage: int, alpha: float, cfg, am
                 adv = sum(ragan_g_loss(judged[s - 1][0], judged[s - 1][2]) for s in adv_stages)
             _add(terms, "adversarial", adv, share)
     total = sum(cfg_weight(cfg, key) * value for key, value in terms.items() if cfg_weight(cfg, key))
-    terms["total"] = total + torch.zeros((), device=groups[0][1].device)  # a tensor even if every term is off
-    return terms["total"], terms, outputs
+    if not torch.is_tensor(total):  # every weighted term skipped (e.g. LPIPS only, every stage too small)
+        total = torch.zeros((), device=groups[0][1].device)
+    terms["total"] = total
+    return total, terms, outputs
+
+
+def build_perceptual_loss(cfg, device):
+    """The LPIPS loss the config's terms need (perceptual, or the LPIPS triplet), or None."""
+    from progsr.losses import LPIPSLoss
+
+    if cfg.perceptual_weight > 0 or (cfg.triplet_weight > 0 and cfg.triplet_distance == "lpips"):
+        return LPIPSLoss(cfg.perceptual_net, cfg.backbones or None, device=device, layers=cfg.perceptual_layers)
+    return None
 
 
 def cfg_weight(cfg, key: str) -> float:

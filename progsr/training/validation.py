@@ -17,20 +17,27 @@ def make_validation_set(images, scales) -> list[tuple[int, np.ndarray, np.ndarra
     return [(s, *make_lr(hr_full, s)) for s in scales for _, hr_full in images]
 
 
-@torch.no_grad()
-def validate(model, val_set, device, top_scale: int, alpha: float, lpips_model=None) -> dict:
-    """Mean Y-PSNR (crop_border = scale) per scale, and LPIPS on RGB with the same shave when `lpips_model` is
-    given; the scale being faded in is evaluated at the current alpha."""
-    from progsr.evaluation import upscale_u8
+def mean_scores(results, lpips_model=None) -> dict:
+    """Mean Y-PSNR (crop_border = scale) per scale of (scale, SR, HR) uint8 triples, and LPIPS on RGB with the
+    same shave when `lpips_model` is given: {'val/psnr_x2': ..., 'val/lpips_x2': ...}."""
     from progsr.metrics import lpips_distance, psnr
 
     per_scale: dict[str, list[float]] = {}
-    for s, hr, lr in val_set:
-        sr = upscale_u8(model, lr, s, alpha if s == top_scale else 1.0, device)
+    for s, sr, hr in results:
         per_scale.setdefault(f"val/psnr_x{s}", []).append(psnr(sr, hr, crop_border=s))
         if lpips_model is not None:
             per_scale.setdefault(f"val/lpips_x{s}", []).append(lpips_distance(sr, hr, lpips_model, crop_border=s))
     return {key: float(np.mean(v)) for key, v in per_scale.items()}
+
+
+@torch.no_grad()
+def validate(model, val_set, device, top_scale: int, alpha: float, lpips_model=None) -> dict:
+    """mean_scores of the model's plain forward pass on the validation set; the scale being faded in is
+    evaluated at the current alpha."""
+    from progsr.evaluation import upscale_u8
+
+    return mean_scores(((s, upscale_u8(model, lr, s, alpha if s == top_scale else 1.0, device), hr)
+                        for s, hr, lr in val_set), lpips_model)
 
 
 def bicubic_baseline(val_set) -> dict:
