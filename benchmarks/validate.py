@@ -1,4 +1,4 @@
-"""Y-PSNR (and with --lpips LPIPS-alex) of generator weights on the held-out validation split (never a benchmark set), per scale.
+"""Y-PSNR, grid artefact (and with --lpips LPIPS-alex) of generator weights on the held-out validation split (never a benchmark set), per scale.
 
     .venv/bin/python benchmarks/validate.py weights/progsr_x8_psnr.safetensors runs/a.safetensors --scales 2 4 8
 
@@ -46,13 +46,14 @@ def main(argv=None) -> int:
     p.add_argument("--val", default="skimage", help="'skimage' (default) or an HR folder that is no benchmark set")
     p.add_argument("--scales", nargs="+", type=int, default=[2, 4, 8])
     p.add_argument("--pre-pad", nargs="*", type=int, default=[8], dest="pre_pads",
-                   help="Upscaler pre-pads to score (default: 8, the shipped default)")
+                   help="Upscaler pre-pads to score (default: 8; the shipped default, 0, is the forward pass)")
     p.add_argument("--lpips", action="store_true", help="also LPIPS-alex on RGB (shave = scale), as the benchmark")
     args = p.parse_args(argv)
     results = {str(w): score(w, args.val, args.scales, args.pre_pads, args.lpips) for w in args.weights}
-    cell = (lambda v, s: f"{v[f'val/psnr_x{s}']:.3f} / {v[f'val/lpips_x{s}']:.4f}") if args.lpips else (
-        lambda v, s: f"{v[f'val/psnr_x{s}']:.3f}")
-    print(f"| weights | path | " + " | ".join(f"x{s}" + (" PSNR / LPIPS" if args.lpips else "") for s in args.scales) + " |")
+    cell = (lambda v, s: f"{v[f'val/psnr_x{s}']:.3f} / {v[f'val/lpips_x{s}']:.4f} / {v[f'val/grid_x{s}']:.2f}") if (
+        args.lpips) else (lambda v, s: f"{v[f'val/psnr_x{s}']:.3f} / {v[f'val/grid_x{s}']:.2f}")
+    head = " PSNR / LPIPS / grid" if args.lpips else " PSNR / grid"
+    print("| weights | path | " + " | ".join(f"x{s}{head}" for s in args.scales) + " |")
     print("|---|---|" + "---|" * len(args.scales))
     for name, by_path in results.items():
         for how, values in by_path.items():

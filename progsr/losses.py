@@ -1,4 +1,5 @@
-"""Training losses: Charbonnier pixel loss, LPIPS perceptual loss, relativistic-average GAN or WGAN-GP, triplet stage loss.
+"""Training losses: Charbonnier pixel loss, LPIPS perceptual loss, relativistic-average GAN or WGAN-GP, triplet stage loss,
+and a penalty on the pattern locked to the generator's upsampling grid.
 
 Images are NxCxHxW float in [0, 1]; per-sample distances are (N,) tensors.
 """
@@ -13,6 +14,18 @@ from torch import nn
 def charbonnier(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
     """Mean of sqrt((pred - target)^2 + eps^2): L1 that stays smooth at 0 (LapSRN's pixel loss)."""
     return torch.sqrt((pred - target) ** 2 + eps * eps).mean()
+
+
+def grid_loss(pred: torch.Tensor, target: torch.Tensor, period: int) -> torch.Tensor:
+    """Mean |difference| of the two images' patterns that repeat every `period` px, locked to the crop's corner.
+
+    Training crops start on a multiple of the output scale, so this is the pattern locked to the generator's
+    upsampling grid: perceptual losses reward a cheap one (a dot grid in flat areas), natural images carry
+    almost none, and penalising only these period^2 values per channel leaves every unlocked texture free.
+    """
+    from progsr.metrics import grid_phase_means
+
+    return (grid_phase_means(pred, period) - grid_phase_means(target, period)).abs().mean()
 
 
 class LPIPSLoss(nn.Module):

@@ -1,4 +1,4 @@
-"""Image quality metrics under the standard SR protocol: PSNR, SSIM (Y channel or RGB) and LPIPS.
+"""Image quality metrics under the standard SR protocol: PSNR, SSIM (Y channel or RGB) and LPIPS; and a grid check.
 
 PSNR and SSIM follow BasicSR / the MATLAB test code of SR papers: explicit `crop_border` (pixels shaved
 at every border), `test_y_channel` (Y of ITU-R BT.601 studio swing), values on the 0-255 scale.
@@ -108,6 +108,37 @@ def _ssim_same(a: np.ndarray, b: np.ndarray) -> float:
     var_a, var_b, cov = blur(a * a) - mu_a**2, blur(b * b) - mu_b**2, blur(a * b) - mu_a * mu_b
     ssim_map = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
     return float(ssim_map.mean())
+
+
+# --------------------------------------------------------------------------------------------- grid artefact
+# A generator that upsamples by learned 2x steps (pixel shuffle) can print a fixed pattern that repeats
+# every `period` output pixels, locked to its upsampling grid: the "dot grid" of perceptual-loss training.
+# Natural images and bicubic have almost none of it, because their content is not aligned to that grid.
+
+
+def grid_phase_means(img: torch.Tensor, period: int) -> torch.Tensor:
+    """(N, C, period, period): the high-pass residual of an (N, C, H, W) image averaged over each position
+    within the period x period cells tiling it from the top-left corner (the pattern locked to that grid)."""
+    n, c, h, w = img.shape
+    padded = torch.nn.functional.pad(img, (period,) * 4, mode="reflect")
+    residual = img - torch.nn.functional.avg_pool2d(padded, 2 * period + 1, stride=1)
+    h, w = h - h % period, w - w % period
+    cells = residual[..., :h, :w].reshape(n, c, h // period, period, w // period, period)
+    return cells.mean(dim=(2, 4))
+
+
+def grid_artifact(img, period: int) -> float:
+    """RMS, in Y levels (0-255), of the pattern in a numpy RGB or grey image that repeats every `period` px,
+    locked to the top-left corner. SR outputs of this project are aligned that way; natural images score ~0.1."""
+    img = _as_unit_float(np.asarray(img))
+    if img.ndim == 3 and img.shape[2] == 3:
+        img = rgb_to_y(img)
+    elif img.ndim == 3:
+        img = img[..., 0]
+    if period < 1 or min(img.shape[:2]) <= period:
+        raise ValueError(f"grid period {period} does not fit a {img.shape[:2]} image")
+    t = torch.from_numpy(np.ascontiguousarray(img, dtype=np.float64))[None, None] * 255.0
+    return float(grid_phase_means(t, period).pow(2).mean().sqrt())
 
 
 # --------------------------------------------------------------------------------------------- LPIPS

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from progsr.losses import (LPIPSLoss, charbonnier, feature_distance, gradient_penalty, l1_distance, ragan_d_loss,
-                           ragan_g_loss, triplet_loss, wgan_d_loss, wgan_g_loss)
+from progsr.losses import (LPIPSLoss, charbonnier, feature_distance, gradient_penalty, grid_loss, l1_distance,
+                           ragan_d_loss, ragan_g_loss, triplet_loss, wgan_d_loss, wgan_g_loss)
 
 
 def test_charbonnier_hand_computed():
@@ -124,3 +124,24 @@ def test_truncated_lpips_is_lpips_layer_by_layer(shared):
             assert torch.allclose(cut.distance(cut.features(a), cut.features(b)), expected, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError):
         LPIPSLoss("vgg", shared / "backbones", layers=6)
+
+
+def test_grid_loss_penalises_a_locked_pattern_and_not_unlocked_noise():
+    g = torch.Generator().manual_seed(0)
+    target = torch.rand(2, 3, 32, 32, generator=g)
+    dots = torch.zeros_like(target)
+    dots[..., ::2, ::2] = 0.02
+    noise = (torch.rand(target.shape, generator=g) - 0.5) * 0.08  # far more energy than the dots
+    assert grid_loss(target, target, 2).item() == 0.0
+    locked, unlocked = grid_loss(target + dots, target, 2).item(), grid_loss(target + noise, target, 2).item()
+    # residual per phase after the 5x5 box mean (9, 6, 6 and 4 of its 25 cells are dots): 0.02 x (16, -6, -6, -4) / 25
+    assert locked == pytest.approx(0.02 * (16 + 6 + 6 + 4) / 25 / 4, rel=1e-4)
+    assert unlocked < locked / 2
+
+
+def test_grid_loss_gradient_removes_the_pattern():
+    target = torch.rand(1, 1, 16, 16, generator=torch.Generator().manual_seed(1))
+    pred = (target + 0.05 * (torch.arange(16) % 2).view(1, 1, 1, 16)).requires_grad_(True)
+    grid_loss(pred, target, 2).backward()
+    step = pred.grad[0, 0]
+    assert (step[:, 1::2] > 0).all() and (step[:, ::2] < 0).all()  # descent lowers the odd columns, raises the even

@@ -10,7 +10,7 @@ from skimage import data as skdata
 
 from progsr.errors import UserError
 from progsr.imageio import read_array
-from progsr.metrics import build_lpips, lpips_distance, psnr, ssim
+from progsr.metrics import build_lpips, grid_artifact, lpips_distance, psnr, ssim
 
 Y_GAIN = (65.481 + 128.553 + 24.966) / 255.0  # dY (0-255) per unit step of R = G = B (0-255)
 
@@ -256,3 +256,23 @@ def test_lpips_check_values_with_the_shared_backbones(shared, net, expected):
     _assert_backbone_is(model, load_file(str(file)))
     assert lpips_distance(p0, ref, model, crop_border=0) == pytest.approx(expected[0], abs=5e-4)
     assert lpips_distance(p1, ref, model, crop_border=0) == pytest.approx(expected[1], abs=5e-4)
+
+
+# ------------------------------------------------------------------------------------------- grid artefact
+
+
+def test_grid_artifact_of_a_pure_checkerboard_is_its_amplitude_less_the_box_mean():
+    img = np.full((40, 48), 128, np.uint8) + np.where(np.indices((40, 48)).sum(axis=0) % 2 == 0, 2, -2).astype(np.int8)
+    # the 5x5 box average of a +-2 checkerboard is +-2/25, so the locked residual is +-2 * 24/25 everywhere
+    assert grid_artifact(img.astype(np.uint8), 2) == pytest.approx(2 * 24 / 25, abs=1e-9)
+
+
+def test_grid_artifact_sees_a_locked_pattern_on_a_photo_and_not_an_unlocked_texture(rng):
+    photo = skdata.chelsea()[:256, :256]
+    clean = grid_artifact(photo, 4)
+    dots = photo.astype(np.float64)
+    dots[1::4, 2::4] += 6  # a dot every 4 px, as a pixel-shuffle generator prints it
+    noisy = photo + rng.normal(0, 6, photo.shape)  # more energy than the dots, but not locked to the grid
+    assert clean < 0.2
+    assert grid_artifact(np.clip(dots, 0, 255).astype(np.uint8), 4) > 1.0
+    assert grid_artifact(np.clip(noisy, 0, 255).astype(np.uint8), 4) < 0.5

@@ -8,7 +8,8 @@ import pytest
 from progsr.paths import REPO_ROOT
 
 SCRIPTS = ["benchmarks/quality.py", "benchmarks/speed.py", "benchmarks/crops.py", "benchmarks/app_load.py",
-           "benchmarks/memory.py", "benchmarks/validate.py", "benchmarks/train_cost.py", "app/app.py"]
+           "benchmarks/memory.py", "benchmarks/validate.py", "benchmarks/train_cost.py", "benchmarks/schedule.py",
+           "app/app.py"]
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
@@ -60,3 +61,40 @@ def test_train_cost_times_the_training_step_of_each_variant(tmp_path):
     assert [(r["variant"], r["overrides"]) for r in rows] == [("ragan", []), ("wgan", ["adversarial_loss=wgan_gp"])]
     assert all(r["cpu_s"] > 0 and len(r["cpu_s_all"]) == 2 for r in rows)
     assert "| wgan | adversarial_loss=wgan_gp |" in done.stdout
+
+
+def _fake_run(folder, schedule, seed, points):
+    """A run folder as progsr train leaves it: config.json and a metrics log with bicubic and validation records."""
+    import json
+
+    from progsr.training.config import TrainConfig
+
+    folder.mkdir()
+    cfg = {**TrainConfig().__dict__, "schedule": schedule, "seed": seed}
+    (folder / "config.json").write_text(json.dumps(cfg, default=list))
+    lines = [{"it": 0, "val/bicubic_x2": 30.0, "val/bicubic_x4": 26.0, "val/bicubic_x8": 23.0},
+             {"it": 10, "samples": 80, "loss/total": 0.1, "time": 1.0}]  # a training record, not a validation
+    lines += [{"it": it, "samples": it * 8, "stage": 3, "alpha": 1.0, "time": t, "val/psnr_x2": x2,
+               "val/psnr_x4": x2 - 4, "val/psnr_x8": x8} for it, t, x2, x8 in points]
+    (folder / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in lines) + "\n")
+
+
+def test_schedule_report_times_both_runs_to_the_lower_final_x8(tmp_path):
+    import json
+
+    _fake_run(tmp_path / "p", "progressive", 0, [(100, 300.0, 33.0, 24.0), (200, 600.0, 33.5, 25.0), (300, 900.0, 33.6, 25.2)])
+    _fake_run(tmp_path / "s", "simultaneous", 0, [(100, 400.0, 33.2, 24.2), (200, 800.0, 33.4, 24.6), (300, 1200.0, 33.7, 25.1)])
+    script = str(REPO_ROOT / "benchmarks" / "schedule.py")
+    for args in (["collect", str(tmp_path / "p"), str(tmp_path / "s"), "--out", str(tmp_path / "c")],
+                 ["report", str(tmp_path / "c.json")]):
+        done = subprocess.run([sys.executable, script, *args], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+    assert (tmp_path / "c.csv").read_text().count("\n") == 7  # header and six validations, no training record
+    row = json.loads((tmp_path / "c_report.json").read_text())["comparisons"][0]
+    assert row["target_x8"] == 25.1  # the lower final value
+    assert row["progressive_time_s"] == pytest.approx(600 + 300 * 0.1 / 0.2)  # between 25.0 and 25.2
+    assert row["simultaneous_time_s"] == 1200.0
+    assert row["time_ratio_simultaneous_over_progressive"] == pytest.approx(1200 / 750)
+    assert row["equal_time_s"] == 900.0  # the progressive run's end; the other interpolated there
+    assert row["simultaneous_at_equal_time_x8"] == pytest.approx(24.6 + 0.5 * 0.25)
+    assert (tmp_path / "c.png").stat().st_size > 0

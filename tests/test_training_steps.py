@@ -123,3 +123,13 @@ def test_wgan_gp_critic_loss_includes_the_penalty_and_the_drift():
     expected = sum((D(o, groups[0][1], k + 1).mean() - D(t, groups[0][1], k + 1).mean())
                    for k, (o, t) in enumerate(zip(outputs[0], groups[0][2])))
     assert without.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_grid_term_is_on_the_group_output_and_weighted_into_the_total():
+    cfg, G, groups = _setup(pixel_weight=1.0, grid_weight=0.0)
+    base, terms, _ = generator_losses(G, None, None, groups, 3, 1.0, cfg, AMP)
+    assert "grid" not in terms
+    cfg = dataclasses.replace(cfg, grid_weight=10.0)
+    total, terms, _ = generator_losses(G, None, None, groups, 3, 1.0, cfg, AMP)
+    assert terms["grid"].item() > 0
+    assert total.item() == pytest.approx(base.item() + 10.0 * terms["grid"].item(), rel=1e-5)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from progsr.losses import (charbonnier, feature_distance, gradient_penalty, l1_distance, ragan_d_loss, ragan_g_loss,
-                           triplet_loss, wgan_d_loss, wgan_g_loss)
+from progsr.losses import (charbonnier, feature_distance, gradient_penalty, grid_loss, l1_distance, ragan_d_loss,
+                           ragan_g_loss, triplet_loss, wgan_d_loss, wgan_g_loss)
 
 # LPIPS terms skip stage images smaller than this: AlexNet's strided convs and pools need about 32 px.
 LPIPS_MIN_SIZE = 32
@@ -46,6 +46,8 @@ def generator_losses(G, D, lpips_loss, groups, stage: int, alpha: float, cfg, am
             pixel = sum(charbonnier(o, t) for o, t in zip(outs, targets))
             terms[f"pixel_x{scale}"] = pixel.detach()
             _add(terms, "pixel", pixel, share)
+        if cfg.grid_weight > 0:  # on the group's output, where every stage's grid shows (period = its scale)
+            _add(terms, "grid", grid_loss(outs[-1], targets[-1], scale), share)
         # Computed once per stage and shared by the terms that need them: the target's LPIPS features (no
         # grad), per-sample LPIPS(target, output), and D's logits and features for the target and the output.
         lpips_t, lpips_d, judged = {}, {}, {}
@@ -98,7 +100,7 @@ def build_perceptual_loss(cfg, device):
 def cfg_weight(cfg, key: str) -> float:
     """The config's weight of a loss term (0 for logged-only values)."""
     return {"pixel": cfg.pixel_weight, "perceptual": cfg.perceptual_weight, "triplet": cfg.triplet_weight,
-            "adversarial": cfg.adversarial_weight}.get(key, 0.0)
+            "adversarial": cfg.adversarial_weight, "grid": cfg.grid_weight}.get(key, 0.0)
 
 
 def _triplet(D, lpips_loss, lr, outs, targets, alphas, lpips_t, lpips_d, judged, cfg, amp):
