@@ -92,9 +92,14 @@ def test_schedule_report_times_both_runs_to_the_lower_final_x8(tmp_path):
     assert (tmp_path / "c.csv").read_text().count("\n") == 7  # header and six validations, no training record
     row = json.loads((tmp_path / "c_report.json").read_text())["comparisons"][0]
     assert row["target_x8"] == 25.1  # the lower final value
-    assert row["progressive_time_s"] == pytest.approx(600 + 300 * 0.1 / 0.2)  # between 25.0 and 25.2
-    assert row["simultaneous_time_s"] == 1200.0
-    assert row["time_ratio_simultaneous_over_progressive"] == pytest.approx(1200 / 750)
+    full = row["reach"][-1]
+    assert full["fraction_of_gain"] == 1.0 and full["x8"] == pytest.approx(25.1)
+    assert full["progressive_time_s"] == pytest.approx(600 + 300 * 0.1 / 0.2)  # between 25.0 and 25.2
+    assert full["simultaneous_time_s"] == pytest.approx(1200.0)
+    assert full["time_ratio_simultaneous_over_progressive"] == pytest.approx(1200 / 750)
+    ninety = row["reach"][0]  # 23 + 0.9 * 2.1 = 24.89 dB
+    assert ninety["progressive_time_s"] == pytest.approx(300 + 300 * 0.89)
+    assert ninety["simultaneous_samples"] == pytest.approx(1600 + 800 * 0.29 / 0.5)
     assert row["equal_time_s"] == 900.0  # the progressive run's end; the other interpolated there
     assert row["simultaneous_at_equal_time_x8"] == pytest.approx(24.6 + 0.5 * 0.25)
     assert (tmp_path / "c.png").stat().st_size > 0
