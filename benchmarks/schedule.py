@@ -51,9 +51,13 @@ def collect(args) -> int:
     """Validation records of run folders -> {runs: [{schedule, seed, config, points}]} as JSON and CSV."""
     runs = []
     for folder in map(Path, args.runs):
+        if not (folder / "config.json").is_file() or not (folder / "metrics.jsonl").is_file():
+            raise SystemExit(f"{folder}: not a progsr run folder (no config.json and metrics.jsonl)")
         cfg = json.loads((folder / "config.json").read_text())
         records = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line]
-        bicubic = next(r for r in records if "val/bicubic_x8" in r)
+        bicubic = next((r for r in records if "val/bicubic_x8" in r), None)
+        if bicubic is None:
+            raise SystemExit(f"{folder}: its metrics.jsonl has no x8 validation (was it run with --val none?)")
         points = [{"it": r["it"], "samples": r["samples"], "time_s": r["time"], "stage": r["stage"],
                    **{f"psnr_x{s}": round(r[f"val/psnr_x{s}"], 4) for s in SCALES}}
                   for r in records if "val/psnr_x8" in r and "samples" in r]
