@@ -133,3 +133,22 @@ def test_grid_term_is_on_the_group_output_and_weighted_into_the_total():
     total, terms, _ = generator_losses(G, None, None, groups, 3, 1.0, cfg, AMP)
     assert terms["grid"].item() > 0
     assert total.item() == pytest.approx(base.item() + 10.0 * terms["grid"].item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["charbonnier", "mse"])
+def test_pixel_loss_kind_sums_its_distance_over_the_stages(kind):
+    from progsr.losses import charbonnier
+
+    cfg, G, groups = _setup(pixel_weight=1.0, pixel_loss=kind)
+    total, terms, outputs = generator_losses(G, None, None, groups, 3, 1.0, cfg, AMP)
+    dist = charbonnier if kind == "charbonnier" else torch.nn.functional.mse_loss
+    expected = sum(dist(o, t) for o, t in zip(outputs[0], groups[0][2]))
+    assert terms["pixel_x8"].item() == pytest.approx(expected.item(), rel=1e-5)
+    assert total.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_unknown_pixel_loss_is_a_config_error():
+    from progsr.errors import UserError
+
+    with pytest.raises(UserError, match="pixel_loss must be one of charbonnier, mse"):
+        _setup(pixel_loss="l1")

@@ -48,7 +48,8 @@ class TrainConfig:
     d_steps: int = 1  # discriminator updates per generator update
 
     # losses: a weight of 0 switches a term off (and nothing for it is built or run)
-    pixel_weight: float = 1.0  # Charbonnier (eps 1e-3) on every active stage against its target
+    pixel_weight: float = 1.0  # pixel loss on every active stage against its target
+    pixel_loss: str = "charbonnier"  # "charbonnier" (eps 1e-3, LapSRN's) or "mse" (what PSNR measures)
     perceptual_weight: float = 0.0  # LPIPS on the active stages picked by perceptual_stages
     perceptual_net: str = "vgg"  # "vgg" or "alex"
     perceptual_layers: int = 5  # backbone slices LPIPS uses: 5 is LPIPS itself, fewer a cheaper truncated LPIPS
@@ -114,6 +115,7 @@ def _preset_x8_gan() -> TrainConfig:
 PRESETS = {"x8_psnr": _preset_x8_psnr, "x8_gan": _preset_x8_gan, "tiny": _preset_tiny}
 CHOICES = {
     "phase": ("psnr", "gan"),
+    "pixel_loss": ("charbonnier", "mse"),
     "schedule": ("progressive", "simultaneous"),
     "lr_decay": ("cosine", "constant"),
     "perceptual_net": ("vgg", "alex"),

@@ -8,6 +8,7 @@ others run at alpha 1. Every term is a mean over the group's samples, weighted b
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from progsr.losses import (charbonnier, feature_distance, gradient_penalty, grid_loss, l1_distance, ragan_d_loss,
                            ragan_g_loss, triplet_loss, wgan_d_loss, wgan_g_loss)
@@ -43,7 +44,8 @@ def generator_losses(G, D, lpips_loss, groups, stage: int, alpha: float, cfg, am
         outs = [o.float() for o in outs]
         outputs.append(outs)
         if cfg.pixel_weight > 0:
-            pixel = sum(charbonnier(o, t) for o, t in zip(outs, targets))
+            pixel_fn = charbonnier if cfg.pixel_loss == "charbonnier" else F.mse_loss
+            pixel = sum(pixel_fn(o, t) for o, t in zip(outs, targets))
             terms[f"pixel_x{scale}"] = pixel.detach()
             _add(terms, "pixel", pixel, share)
         if cfg.grid_weight > 0:  # on the group's output, where every stage's grid shows (period = its scale)
