@@ -20,18 +20,18 @@ Order of work for one image (Real-ESRGAN's recipe, with blended tiles instead of
 A CUDA out-of-memory error halves the tile batch, then the tile size, and tries again.
 upscale_stages makes every stage's image (x2, x4, ...) in that same single pass: a whole image streams
 them as the network computes them, tiles are blended per stage (windows scaled by the stage's factor).
+The tile geometry, windows, memory plan and strip blender are in progsr/tiling.py; this module drives them.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import threading
 import warnings
 from collections import OrderedDict
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -41,20 +41,13 @@ from progsr.devices import resolve_device
 from progsr.errors import UserError
 from progsr.imageio import ImageData, check_pixels, from_pil, read_image, to_pil, write_image
 from progsr.pixels import from_float, to_float
+from progsr.tiling import (MIN_TILE, Progress, activation_bytes_per_pixel, choose_tiling, default_max_output_pixels,
+                           is_oom, memory_available, receptive_radius, run_tiles)
 
 DEFAULT_MAX_PIXELS = 16_777_216  # input pixels (4096 x 4096); the output has scale^2 times as many
 DEFAULT_PRE_PAD = 0  # LR pixels of reflection around the image (see step 2 above)
-MIN_TILE = 32
-MAX_AUTO_TILE = 1024
-# On the CPU, tiles beyond a few hundred pixels buy little speed, so the working set (network activations
-# plus the float strip tiles are blended into) is capped, whatever RAM is free: memory then stays near
-# the size of the output itself (benchmarks/README.md, "Memory").
-CPU_WORK_BUDGET = 512 * 2**20
-STRIP_PIECE = 16  # LR rows of finished output converted at a time
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 LUMA = (0.299, 0.587, 0.114)  # ITU-R 601 weights, as Pillow's convert("L"): RGB output -> grey
-
-Progress = Callable[[int, int], None]  # progress(done_tiles, total_tiles)
 
 
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
@@ -66,90 +59,6 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
     if precision not in PRECISIONS:
         raise UserError(f"--precision {precision}: choose auto, fp32, fp16 or bf16")
     return PRECISIONS[precision]
-
-
-def _is_oom(err: BaseException) -> bool:
-    if isinstance(err, torch.OutOfMemoryError):
-        return True
-    text = str(err)
-    return isinstance(err, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
-
-
-def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
-    """Start offsets of equal tiles covering [0, length) with neighbours sharing at least `overlap` pixels."""
-    if length <= tile:
-        return [0]
-    n = math.ceil((length - overlap) / (tile - overlap))
-    return [i * (length - tile) // (n - 1) for i in range(n)]  # floor keeps every step <= tile - overlap
-
-
-def blend_ramp(length: int, overlap: int, scale: int, rise: bool, fall: bool) -> torch.Tensor:
-    """1-D weights over a tile's `length * scale` output pixels (see the module docstring).
-
-    `rise`/`fall`: whether the tile has a neighbour before/after it (an image edge gets weight 1).
-    """
-    n = length * scale
-    w = torch.ones(n, dtype=torch.float64)
-    margin, ramp = (overlap // 4) * scale, (overlap - 2 * (overlap // 4)) * scale
-    pos = torch.arange(n, dtype=torch.float64) + 0.5
-    for on, dist in ((rise, pos), (fall, n - pos)):
-        if on and ramp > 0:
-            t = ((dist - margin) / ramp).clamp(0, 1)
-            w = w * (0.5 - 0.5 * torch.cos(math.pi * t))
-        elif on:  # no ramp (overlap < 2): a hard cut halfway into the margin
-            w = w * (dist > margin).double()
-    return w.float()
-
-
-_RADII: dict[str, int] = {}
-
-
-def receptive_radius(model, scale: int) -> int:
-    """LR pixels on each side of a pixel that can change its x`scale` output: measured once per architecture.
-
-    One backward pass from a centre output pixel of a blank probe; the radius is where the input gradient ends.
-    """
-    key = f"{model.config.to_json()}x{scale}"
-    n = 48
-    while key not in _RADII:
-        probe = torch.full((1, 3, n, n), 0.5, requires_grad=True)
-        with torch.enable_grad():
-            out = model(probe, scale=scale)  # a CPU float32 model: called before it moves to its device
-            c = n * scale // 2
-            out[0, :, c, c].sum().backward()
-        support = (probe.grad[0].abs().sum(0) > 0).nonzero()
-        radius = int(max((support - n // 2).abs().max().item(), 1))
-        if radius < n // 2 - 1:  # else the probe was too small to see the whole field: try a larger one
-            _RADII[key] = radius
-        n *= 2
-    return _RADII[key]
-
-
-def default_max_output_pixels() -> int:
-    """The default output limit: what a uint8 RGB result (with its encoder's copy) can take of half the RAM."""
-    try:
-        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        total = 8 << 30
-    return int(total * 0.5 / 8)
-
-
-def _memory_available(device: torch.device) -> int:
-    """Bytes free for activations: CUDA's free memory, or the CPU's MemAvailable."""
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free)
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return 4 << 30
 
 
 class Upscaler:
@@ -407,7 +316,7 @@ class Upscaler:
             raise UserError(f"output {out_hw[1]}x{out_hw[0]} has {out_pixels / 1e6:.0f} MP, over the "
                             f"{self.max_output_pixels / 1e6:.0f} MP limit (--max-output-pixels; 0 = no limit)")
         need = self.output_bytes(height, width, model_scale, out_hw, pixels)
-        free = _memory_available(torch.device("cpu"))
+        free = memory_available(torch.device("cpu"))
         if need > free:
             raise UserError(f"output {out_hw[1]}x{out_hw[0]} needs about {need / 2**30:.1f} GiB of memory, "
                             f"{free / 2**30:.1f} GiB is free: use a smaller --scale/--outscale, or free memory")
@@ -495,7 +404,7 @@ class Upscaler:
                     yield result.float().cpu()[:, :, ph * s: (ph + h) * s, pw * s: (pw + w) * s]
                 return
             except Exception as err:  # noqa: BLE001 - only out-of-memory errors are retried, with tiles
-                if not _is_oom(err):
+                if not is_oom(err):
                     raise
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()
@@ -531,14 +440,15 @@ class Upscaler:
         tile, batch = self._choose_tiling(padded.shape[-2], padded.shape[-1], scale)
         while True:
             try:
-                for top, bottom, rows in self._run_tiles(padded, scale, tile, batch, progress, scales):
+                for top, bottom, rows in run_tiles(self._forward, self._inference, padded, scale, tile, batch,
+                                                       self.tile_overlap, self.device, progress, scales):
                     a, b = max(top, ph), min(bottom, ph + h)
                     if a < b:
                         yield a - ph, b - ph, [r[:, :, (a - top) * s: (b - top) * s, pw * s: (pw + w) * s]
                                                for r, s in zip(rows, scales)]
                 return
             except Exception as err:  # noqa: BLE001 - only out-of-memory errors are retried
-                if not _is_oom(err):
+                if not is_oom(err):
                     raise
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()
@@ -555,128 +465,18 @@ class Upscaler:
                               stacklevel=2)
 
     def _choose_tiling(self, h: int, w: int, scale: int) -> tuple[int, int]:
-        """(tile, batch) for a padded h x w input: the user's tile or one sized to free memory.
-
-        The plan counts the network's activations and the float strip the tiles are blended into
-        (16 bytes per output pixel over a tile's height and the full width); the whole image runs in one
-        pass only when its float output fits too.
-        """
-        per_pixel = self._activation_bytes_per_pixel(scale)
-        host_budget = min(_memory_available(torch.device("cpu")) * 0.25, CPU_WORK_BUDGET)
-        budget = _memory_available(self.device) * 0.6 if self.device.type == "cuda" else host_budget
-        strip_per_row = 16 * scale * scale * w  # float RGB + weight, per LR row of the strip
-        tile = self.tile
-        share = 0.5 if self.device.type == "cpu" else 1.0  # on the CPU the network and the strip share the budget
-        if tile is None:
-            on_host = (h * w * per_pixel if self.device.type == "cpu" else 0) + h * strip_per_row
-            if h * w * per_pixel <= budget and on_host <= host_budget:
-                tile = max(h, w)  # the whole image in one pass
-            else:
-                tile = int(math.sqrt(budget * share / per_pixel))
-                tile = min(tile, int(host_budget * share / strip_per_row)) // 8 * 8
-                tile = max(min(tile, MAX_AUTO_TILE), MIN_TILE, 2 * self.tile_overlap)
-        if self._tile_cap is not None:
-            tile = min(tile, self._tile_cap)
-        batch = self.tile_batch
-        if batch is None:
-            batch = int(budget * share // (min(tile, h) * min(tile, w) * per_pixel))
-            batch = max(1, min(batch, 16))
-        return tile, batch
-
-    def _activation_bytes_per_pixel(self, scale: int) -> float:
-        """Peak activation bytes per input pixel at `scale`, measured once on a small probe."""
-        if scale in self._bytes_per_pixel:
-            return self._bytes_per_pixel[scale]
-        side = 32
-        probe = torch.rand(1, 3, side, side, device=self.device).contiguous(memory_format=torch.channels_last)
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
-            base = torch.cuda.memory_allocated(self.device)
-            with self._inference():
-                self._probe_model(probe, scale=scale)
-            torch.cuda.synchronize(self.device)
-            peak = torch.cuda.max_memory_allocated(self.device) - base
-            estimate = 1.25 * peak / side**2
-        else:  # no allocator statistics on the CPU: the largest activation, times the few alive at once
-            largest = [0]
-
-            def hook(_module, _inputs, output):
-                if isinstance(output, torch.Tensor):
-                    largest[0] = max(largest[0], output.numel() * output.element_size())
-
-            handles = [m.register_forward_hook(hook) for m in self._probe_model.modules() if not list(m.children())]
-            try:
-                with self._inference():
-                    self._probe_model(probe, scale=scale)
-            finally:
-                for handle in handles:
-                    handle.remove()
-            estimate = 4.0 * largest[0] / side**2
-        self._bytes_per_pixel[scale] = estimate
-        return estimate
-
+        """(tile, batch) for a padded h x w input: the user's or one sized to free memory (tiling.choose_tiling)."""
+        if scale not in self._bytes_per_pixel:
+            self._bytes_per_pixel[scale] = activation_bytes_per_pixel(self._probe_model, scale, self.device,
+                                                                      self._inference)
+        return choose_tiling(h, w, scale, self._bytes_per_pixel[scale], self.device, self.tile, self.tile_batch,
+                             max(MIN_TILE, 2 * self.tile_overlap), self._tile_cap)
     @contextlib.contextmanager
     def _inference(self):
         """inference_mode plus autocast to the chosen precision (a no-op for fp32)."""
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=self.dtype,
                                                     enabled=self.dtype != torch.float32):
             yield
-
-    def _run_tiles(self, padded: torch.Tensor, scale: int, tile: int, batch: int, progress: Progress | None,
-                   scales: list[int]) -> Iterator[tuple[int, int, list[torch.Tensor]]]:
-        """Yield (top, bottom, [rows per scale in `scales`]) of the padded image, float32 on the CPU, strip by strip.
-
-        Tiles run a row of tiles at a time and are blended into one strip buffer per scale (windows scaled
-        by the scale's factor). The rows no later tile row touches are final: they are normalised and
-        yielded, and the overlap carries on to the next strip. Memory: one strip, never the whole float image.
-        """
-        _, _, h, w = padded.shape
-        th, tw = min(tile, h), min(tile, w)
-        ys, xs = tile_starts(h, th, self.tile_overlap), tile_starts(w, tw, self.tile_overlap)
-        if len(ys) == len(xs) == 1:
-            lr = padded.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-            with self._inference():
-                results = self._forward(lr, scale=scale, return_stages=True)
-            if progress is not None:
-                progress(1, 1)
-            yield 0, h, [results[s.bit_length() - 2].float().cpu() for s in scales]
-            return
-        total, done, ramps = len(ys) * len(xs), 0, {}
-        acc = [torch.zeros(1, 3, th * s, w * s) for s in scales]
-        weight = [torch.zeros(1, 1, th * s, w * s) for s in scales]
-        for i, y in enumerate(ys):
-            boxes = [(y, x) for x in xs]
-            for j in range(0, len(boxes), batch):
-                group = boxes[j: j + batch]
-                tiles = torch.cat([padded[:, :, y: y + th, x: x + tw] for _, x in group])
-                tiles = tiles.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-                with self._inference():
-                    results = self._forward(tiles, scale=scale, return_stages=True)
-                for out, wsum, s in zip(acc, weight, scales):
-                    result = results[s.bit_length() - 2].float().cpu()
-                    for k, (_, x) in enumerate(group):
-                        key = (s, th, tw, y > 0, y + th < h, x > 0, x + tw < w)
-                        if key not in ramps:
-                            ry = blend_ramp(th, self.tile_overlap, s, key[3], key[4])
-                            rx = blend_ramp(tw, self.tile_overlap, s, key[5], key[6])
-                            ramps[key] = ry[:, None] * rx[None, :]
-                        out[:, :, :, x * s: (x + tw) * s] += result[k] * ramps[key]
-                        wsum[:, :, :, x * s: (x + tw) * s] += ramps[key]
-                done += len(group)
-                if progress is not None:
-                    progress(done, total)
-            end = ys[i + 1] if i + 1 < len(ys) else y + th  # LR rows above the next tile row are final
-            for a in range(y, end, STRIP_PIECE):  # in pieces, so converting them never copies a whole strip
-                b = min(a + STRIP_PIECE, end)
-                yield a, b, [out[:, :, (a - y) * s: (b - y) * s] / wsum[:, :, (a - y) * s: (b - y) * s]
-                             for out, wsum, s in zip(acc, weight, scales)]
-            if i + 1 < len(ys):  # the rows the next tile row overlaps move to the top of the strip, in place
-                for out, wsum, s in zip(acc, weight, scales):
-                    for buf in (out, wsum):
-                        carry = buf[:, :, (end - y) * s:].clone()
-                        buf.zero_()
-                        buf[:, :, : carry.shape[2]] = carry
 
     # ------------------------------------------------------------------------------------------ kinds
 

@@ -29,7 +29,8 @@ FORMAT_SUFFIXES = {"png": ".png", "jpg": ".jpg", "jpeg": ".jpg", "webp": ".webp"
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `progsr upscale`."""
-    from progsr.inference import DEFAULT_MAX_PIXELS, default_max_output_pixels
+    from progsr.inference import DEFAULT_MAX_PIXELS
+    from progsr.tiling import default_max_output_pixels
 
     p = argparse.ArgumentParser(
         prog="progsr upscale",

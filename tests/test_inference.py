@@ -7,7 +7,8 @@ from PIL import Image
 from skimage import data
 
 from progsr.errors import UserError
-from progsr.inference import Upscaler, blend_ramp, tile_starts
+from progsr.inference import Upscaler
+from progsr.tiling import blend_ramp, tile_starts
 from progsr.models import ProgressiveGenerator, load_generator, save_generator, tiny_config
 from progsr.resize import imresize
 
