@@ -102,10 +102,11 @@ def resolve_run(args) -> tuple[TrainConfig, dict | None]:
         from progsr.models.generator import GeneratorConfig
 
         init_cfg, _ = read_init_weights(cfg.init)
-        if any(item.strip().startswith("generator") for item in args.set) and \
-                GeneratorConfig.from_dict(init_cfg) != GeneratorConfig.from_dict(cfg.generator):
-            raise UserError(f"--set generator...: conflicts with the architecture of the --init weights {cfg.init}")
-        cfg = dataclasses.replace(cfg, generator=init_cfg)
+        if not any(item.strip().startswith("generator") for item in args.set):
+            cfg = dataclasses.replace(cfg, generator=init_cfg)
+        elif not GeneratorConfig.from_dict(init_cfg).grows_into(GeneratorConfig.from_dict(cfg.generator)):
+            raise UserError(f"--set generator...: conflicts with the architecture of the --init weights {cfg.init} "
+                            f"(they can only grow: more residual blocks in stages that have some)")
     check_config(cfg)
     return cfg, resume
 

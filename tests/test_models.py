@@ -193,6 +193,37 @@ def test_stage_weights_keep_their_names_when_the_model_grows():
         assert torch.equal(big(lr, scale=2), small(lr, scale=2))
 
 
+def _trained_tiny(blocks):
+    torch.manual_seed(0)
+    model = ProgressiveGenerator(GeneratorConfig(channels=(8, 4, 4, 4), blocks=blocks))
+    with torch.no_grad():  # every to_rgb starts at zero: give the weights values that show in the output
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    return model
+
+
+def test_grown_generator_computes_what_the_smaller_one_did():
+    small = _trained_tiny((1, 1, 1))
+    big = ProgressiveGenerator(GeneratorConfig(channels=(8, 4, 4, 4), blocks=(2, 1, 3)))
+    big.load_grown(small.state_dict(), small.config)
+    x = torch.rand(1, 3, 8, 8)
+    for scale in (2, 4, 8):
+        assert torch.allclose(big(x, scale=scale), small(x, scale=scale), atol=1e-6)
+    assert not torch.equal(big.stages[0].block.blocks[1].conv1.conv.weight, torch.zeros(8, 8, 3, 3))  # trainable
+
+
+@pytest.mark.parametrize("small_blocks, blocks, channels", [
+    ((1, 1, 1), (1, 1, 0), (8, 4, 4, 4)),  # fewer blocks
+    ((1, 1, 1), (1, 1, 1), (8, 8, 4, 4)),  # another width
+    ((1, 1, 0), (1, 1, 1), (8, 4, 4, 4)),  # a stage without blocks has no closing conv to keep as an identity
+])
+def test_growing_only_adds_blocks_to_stages_that_have_some(small_blocks, blocks, channels):
+    small = _trained_tiny(small_blocks)
+    big = ProgressiveGenerator(GeneratorConfig(channels=channels, blocks=blocks))
+    with pytest.raises(UserError):
+        big.load_grown(small.state_dict(), small.config)
+
+
 def test_gradients_reach_only_active_stages():
     g = trained_like()
     g(lr_batch(), scale=4, alpha=0.5).square().mean().backward()

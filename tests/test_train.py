@@ -399,3 +399,20 @@ def test_resume_auto_without_a_checkpoint_says_so(tmp_path, folders, capsys):
         ckpt.unlink()
     with pytest.raises(UserError, match="metrics log but no checkpoint"):  # never a silent restart over a log
         _run(folders, out, "--resume", "auto")
+
+
+def test_init_from_a_generator_with_fewer_blocks_grows_it(folders, tmp_path):
+    from progsr.models import GeneratorConfig, ProgressiveGenerator, save_generator
+
+    torch.manual_seed(0)
+    small = ProgressiveGenerator(GeneratorConfig.tiny())
+    weights = save_generator(small, tmp_path / "small.safetensors")
+    out = tmp_path / "grown"
+    assert _run(folders, out, "--init", str(weights), "--set", "generator.blocks=[2,2,0]", "--stop-after", "1") == 0
+    state = load_checkpoint(list_checkpoints(out)[-1])
+    assert state["config"]["generator"]["blocks"] == [2, 2, 0]
+    # stage 3 never ran in one iteration: it still holds the small model's weights
+    kept = {k: v for k, v in small.state_dict().items() if k.startswith("stages.2.")}
+    assert kept and all(torch.equal(v, state["G"][k]) for k, v in kept.items())
+    with pytest.raises(UserError, match="they can only grow"):
+        _run(folders, tmp_path / "wider", "--init", str(weights), "--set", "generator.channels=[8,8,4,4]")

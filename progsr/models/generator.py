@@ -94,6 +94,11 @@ class GeneratorConfig(ConfigMixin):
         """Every scale the model produces: (2, 4, 8) for an x8 model."""
         return tuple(2**k for k in range(1, self.num_stages + 1))
 
+    def grows_into(self, other: "GeneratorConfig") -> bool:
+        """True when `other` is this config with as many or more residual blocks in each stage that has any."""
+        return (dataclasses.replace(other, blocks=self.blocks) == self
+                and all(b == a or (a > 0 and b > a) for a, b in zip(self.blocks, other.blocks)))
+
     @classmethod
     def tiny(cls) -> "GeneratorConfig":
         """A very small x8 generator (a few thousand parameters) for tests and smoke runs."""
@@ -190,6 +195,26 @@ class ProgressiveGenerator(nn.Module):
             if k == num - 1 and blend:
                 img = alpha * img + (1 - alpha) * base
             yield img
+
+    def load_grown(self, state: dict, config: GeneratorConfig) -> None:
+        """Load the weights of a generator with `config`, which may have fewer residual blocks per stage.
+
+        The other fields must match. Each stage's missing blocks are appended as identities (their closing
+        conv zeroed), so the grown model computes exactly what the smaller one did and training goes on from there.
+        """
+        if not config.grows_into(self.config):
+            raise UserError(f"cannot grow {config} into {self.config}: only residual blocks may be added, "
+                            f"to stages that have some")
+        missing, unexpected = self.load_state_dict(state, strict=False)
+        if unexpected:
+            raise UserError(f"weights have keys this generator lacks: {', '.join(unexpected[:3])}")
+        for k, stage in enumerate(self.stages):
+            for b in range(config.blocks[k], self.config.blocks[k]):
+                conv = stage.block.blocks[b].conv2.conv
+                nn.init.zeros_(conv.weight)
+                nn.init.zeros_(conv.bias)
+        if missing and not all(".block.blocks." in k for k in missing):
+            raise UserError(f"weights lack keys: {', '.join(k for k in missing if '.block.blocks.' not in k)[:200]}")
 
     def _num_active(self, scale: int) -> int:
         valid = [2**k for k in range(1, self.config.num_stages + 1)]

@@ -116,9 +116,13 @@ def train(cfg: TrainConfig, data_dirs: list[Path], val: str | None, out: Path, r
     D = ProgressiveDiscriminator(d_cfg).to(device) if cfg.phase == "gan" else None
     if resume is None and cfg.init:
         init_cfg, init_state = read_init_weights(cfg.init)
-        if type(g_cfg).from_dict(init_cfg) != g_cfg:
+        init_g_cfg = type(g_cfg).from_dict(init_cfg)
+        if not init_g_cfg.grows_into(g_cfg):
             raise UserError(f"{cfg.init}: its generator config {init_cfg} differs from the run's {cfg.generator}")
-        G.load_state_dict(init_state)
+        if init_g_cfg != g_cfg:
+            log(f"growing the generator's blocks {list(init_g_cfg.blocks)} -> {list(g_cfg.blocks)} "
+                f"(added blocks start as identities)")
+        G.load_grown(init_state, init_g_cfg)
     elif resume is None and cfg.phase == "gan":
         log("warning: gan phase without --init; the generator starts from random weights, not from PSNR weights")
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
