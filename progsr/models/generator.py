@@ -208,13 +208,15 @@ class ProgressiveGenerator(nn.Module):
         missing, unexpected = self.load_state_dict(state, strict=False)
         if unexpected:
             raise UserError(f"weights have keys this generator lacks: {', '.join(unexpected[:3])}")
+        added = set()
         for k, stage in enumerate(self.stages):
             for b in range(config.blocks[k], self.config.blocks[k]):
                 conv = stage.block.blocks[b].conv2.conv
                 nn.init.zeros_(conv.weight)
                 nn.init.zeros_(conv.bias)
-        if missing and not all(".block.blocks." in k for k in missing):
-            raise UserError(f"weights lack keys: {', '.join(k for k in missing if '.block.blocks.' not in k)[:200]}")
+                added |= {f"stages.{k}.block.blocks.{b}.{name}" for name in stage.block.blocks[b].state_dict()}
+        if set(missing) != added:
+            raise UserError(f"weights lack keys: {', '.join(sorted(set(missing) - added)[:3])}")
 
     def _num_active(self, scale: int) -> int:
         valid = [2**k for k in range(1, self.config.num_stages + 1)]
