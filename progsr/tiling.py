@@ -136,7 +136,8 @@ def choose_tiling(h: int, w: int, scale: int, per_pixel: float, device: torch.de
     return tile, batch
 
 
-def activation_bytes_per_pixel(model, scale: int, device: torch.device, inference: Callable[[], ContextManager]) -> float:
+def activation_bytes_per_pixel(model, scale: int, device: torch.device,
+                               inference: Callable[[], ContextManager]) -> float:
     """Peak activation bytes per input pixel of `model` at `scale`, measured on a small probe under `inference()`."""
     side = 32
     probe = torch.rand(1, 3, side, side, device=device).contiguous(memory_format=torch.channels_last)
