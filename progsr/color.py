@@ -1,4 +1,4 @@
-"""RGB to luma (ITU-R BT.601 studio swing), the one place colour conversion happens.
+"""RGB to luma (ITU-R BT.601 studio swing) and to grey (Pillow's), the one place colour conversion happens.
 
 kornia's rgb_to_ycbcr is the full-range JPEG variant; the SR protocol needs studio swing
 (Y in [16, 235]), which is what scikit-image's rgb2ycbcr and MATLAB's rgb2ycbcr compute.
@@ -22,3 +22,11 @@ def rgb_to_y(img):
         return (16.0 + (img * w).sum(dim=1, keepdim=True)) / 255.0
     img = np.asarray(img, dtype=np.float64)
     return ((16.0 + img @ np.array(_Y_WEIGHTS)) / 255.0).astype(np.float32)
+
+
+_GREY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R 601 luma on full-range RGB, as Pillow's convert("L")
+
+
+def rgb_to_grey(img: torch.Tensor) -> torch.Tensor:
+    """Grey of a 3xHxW RGB tensor as Pillow's convert("L") makes it (full range): 1xHxW."""
+    return sum(w * img[c] for c, w in enumerate(_GREY_WEIGHTS))[None]

@@ -20,7 +20,8 @@ Order of work for one image (Real-ESRGAN's recipe, with blended tiles instead of
 A CUDA out-of-memory error halves the tile batch, then the tile size, and tries again.
 upscale_stages makes every stage's image (x2, x4, ...) in that same single pass: a whole image streams
 them as the network computes them, tiles are blended per stage (windows scaled by the stage's factor).
-The tile geometry, windows, memory plan and strip blender are in progsr/tiling.py; this module drives them.
+The tile geometry, windows, memory plan and strip blender are in progsr/tiling.py, steps 1 and 4-5 in
+progsr/planes.py; this module drives them.
 """
 
 from __future__ import annotations
@@ -40,14 +41,13 @@ import torch.nn.functional as F
 from progsr.devices import resolve_device
 from progsr.errors import UserError
 from progsr.imageio import ImageData, check_pixels, from_pil, read_image, to_pil, write_image
-from progsr.pixels import from_float, to_float
+from progsr.planes import alpha_pixels, colour_pixels, finish_planes, num_channels, output_bytes, split_planes
 from progsr.tiling import (MIN_TILE, Progress, activation_bytes_per_pixel, choose_tiling, default_max_output_pixels,
                            is_oom, memory_available, receptive_radius, run_tiles)
 
 DEFAULT_MAX_PIXELS = 16_777_216  # input pixels (4096 x 4096); the output has scale^2 times as many
 DEFAULT_PRE_PAD = 0  # LR pixels of reflection around the image (see step 2 above)
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-LUMA = (0.299, 0.587, 0.114)  # ITU-R 601 weights, as Pillow's convert("L"): RGB output -> grey
 
 
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
@@ -251,7 +251,7 @@ class Upscaler:
         kind, data = self._as_data(img)
         if scale not in self.scales:
             raise UserError(f"--scale {scale}: not supported; choose one of {', '.join(map(str, self.scales))}")
-        colour, alpha = self._split(data.pixels)
+        colour, alpha = split_planes(data.pixels, self.max_pixels)
         height, width = colour.shape[-2:]
         with self._lock:
             if realism is not None:
@@ -264,7 +264,7 @@ class Upscaler:
                 if blend is not None:
                     self.set_realism(blend)  # another caller may have switched the blend since our last stage
                 y = next(run)[0]
-            out = self._finish(y, alpha, (height * s, width * s), data.pixels)
+            out = finish_planes(y, alpha, (height * s, width * s), data.pixels)
             yield s, self._as_kind(kind, ImageData(out, data.icc_profile, data.exif, data.format))
 
     def upscale_file(self, src, dst, scale: int = 8, outscale: float | None = None,
@@ -289,7 +289,7 @@ class Upscaler:
         memory is the output array plus one strip of float tiles, whatever the image size.
         """
         pixels = np.asarray(pixels)
-        colour, alpha = self._split(pixels)
+        colour, alpha = split_planes(pixels, self.max_pixels)
         height, width = colour.shape[-2:]
         model_scale, out_hw = self.plan(height, width, scale, outscale, size)
         self.check_output(height, width, model_scale, out_hw, pixels)
@@ -298,14 +298,14 @@ class Upscaler:
                 self.set_realism(realism)
             if out_hw != (height * model_scale, width * model_scale):  # shrink after the model: a float image
                 y = self._run(colour, model_scale, progress)
-                return self._finish(y[0], alpha, out_hw, pixels)
-            channels = 1 if pixels.ndim == 2 else pixels.shape[2]
+                return finish_planes(y[0], alpha, out_hw, pixels)
+            channels = num_channels(pixels)
             out = np.empty((out_hw[0], out_hw[1], channels), dtype=pixels.dtype)
             for top, bottom, [rows] in self._stream(colour, model_scale, progress):
                 out[top * model_scale: bottom * model_scale, :, : 1 if channels < 3 else 3] = \
-                    self._colour_pixels(rows[0], channels, pixels.dtype)
+                    colour_pixels(rows[0], channels, pixels.dtype)
         if alpha is not None:
-            out[:, :, -1] = self._alpha_pixels(alpha, out_hw, pixels.dtype)
+            out[:, :, -1] = alpha_pixels(alpha, out_hw, pixels.dtype)
         return out[:, :, 0] if pixels.ndim == 2 else out
 
     def check_output(self, height: int, width: int, model_scale: int, out_hw: tuple[int, int],
@@ -315,63 +315,11 @@ class Upscaler:
         if self.max_output_pixels is not None and out_pixels > self.max_output_pixels:
             raise UserError(f"output {out_hw[1]}x{out_hw[0]} has {out_pixels / 1e6:.0f} MP, over the "
                             f"{self.max_output_pixels / 1e6:.0f} MP limit (--max-output-pixels; 0 = no limit)")
-        need = self.output_bytes(height, width, model_scale, out_hw, pixels)
+        need = output_bytes(height, width, model_scale, out_hw, pixels)
         free = memory_available(torch.device("cpu"))
         if need > free:
             raise UserError(f"output {out_hw[1]}x{out_hw[0]} needs about {need / 2**30:.1f} GiB of memory, "
                             f"{free / 2**30:.1f} GiB is free: use a smaller --scale/--outscale, or free memory")
-
-    def output_bytes(self, height: int, width: int, model_scale: int, out_hw: tuple[int, int],
-                     pixels: np.ndarray) -> int:
-        """Host memory the result needs besides the network: the final array, its encoded copy, and float planes."""
-        channels = 1 if pixels.ndim == 2 else pixels.shape[2]
-        final = out_hw[0] * out_hw[1] * channels * np.dtype(pixels.dtype).itemsize
-        extra = 0
-        if out_hw != (height * model_scale, width * model_scale):  # the whole model output as float, then a resize
-            extra += height * width * model_scale**2 * 4 * 7
-        if channels in (2, 4):  # alpha is resized as one float64 plane
-            extra += out_hw[0] * out_hw[1] * 8
-        return 2 * final + extra  # the array and, while the file is written, its encoder's copy
-
-    def _split(self, pixels: np.ndarray) -> tuple[torch.Tensor, np.ndarray | None]:
-        """Check an image and split it (step 1): 1x3xHxW float32 colour (grey repeated), HxW float alpha or None."""
-        pixels = np.asarray(pixels)
-        if pixels.ndim not in (2, 3) or (pixels.ndim == 3 and not 1 <= pixels.shape[2] <= 4):
-            raise UserError(f"expected an HxW or HxWxC image with C in 1..4, got shape {pixels.shape}")
-        height, width = pixels.shape[:2]
-        if height < 1 or width < 1:
-            raise UserError(f"empty image ({width}x{height})")
-        check_pixels(width, height, self.max_pixels, "image")
-        channels = 1 if pixels.ndim == 2 else pixels.shape[2]
-        values = to_float(pixels).reshape(height, width, channels)
-        colour = values[:, :, :3] if channels >= 3 else np.repeat(values[:, :, :1], 3, axis=2)
-        alpha = values[:, :, channels - 1] if channels in (2, 4) else None
-        return torch.from_numpy(np.ascontiguousarray(colour)).permute(2, 0, 1)[None], alpha
-
-    @staticmethod
-    def _colour_pixels(y: torch.Tensor, channels: int, dtype) -> np.ndarray:
-        """3xhxw float rows of the network's output -> hxwx3 (or hxwx1 grey) pixels of `dtype`."""
-        if channels < 3:  # the RGB result as grey, as Pillow's convert("L") would make it
-            y = y.clamp(0, 1)
-            y = sum(w * y[c] for c, w in enumerate(LUMA))[None]
-        return from_float(y.permute(1, 2, 0), dtype)
-
-    @staticmethod
-    def _alpha_pixels(alpha: np.ndarray, out_hw: tuple[int, int], dtype) -> np.ndarray:
-        """The HxW float alpha resized to out_hw with MATLAB bicubic, as pixels of `dtype`."""
-        return from_float(_imresize(torch.from_numpy(np.ascontiguousarray(alpha))[None], out_hw)[0], dtype)
-
-    @staticmethod
-    def _finish(y: torch.Tensor, alpha: np.ndarray | None, out_hw: tuple[int, int],
-                pixels: np.ndarray) -> np.ndarray:
-        """The network's 3xhxw output -> out_hw in the dtype and layout of the input `pixels` (steps 4-5)."""
-        if tuple(y.shape[-2:]) != out_hw:
-            y = _imresize(y, out_hw)
-        channels = 1 if pixels.ndim == 2 else pixels.shape[2]
-        out = Upscaler._colour_pixels(y, channels, pixels.dtype)
-        if alpha is not None:
-            out = np.concatenate([out, Upscaler._alpha_pixels(alpha, out_hw, pixels.dtype)[:, :, None]], axis=2)
-        return out[:, :, 0] if pixels.ndim == 2 else out
 
     # ------------------------------------------------------------------------------------------ the engine
 
@@ -481,6 +429,7 @@ class Upscaler:
     # ------------------------------------------------------------------------------------------ kinds
 
     def _as_data(self, img) -> tuple[str, ImageData]:
+        """The kind of an API input ("path", "pil" or "numpy") and its pixels with metadata."""
         from PIL import Image
 
         if isinstance(img, (str, os.PathLike)):
@@ -494,19 +443,8 @@ class Upscaler:
 
     @staticmethod
     def _as_kind(kind: str, data: ImageData):
+        """A result as the kind its input was: numpy for numpy, else PIL."""
         return data.pixels if kind == "numpy" else to_pil(data)
-
-
-def _imresize(planes: torch.Tensor, out_hw: tuple[int, int]) -> torch.Tensor:
-    """MATLAB-bicubic resize of CxHxW float CPU planes to out_hw (antialiased when shrinking).
-
-    Uses the numpy path, which applies only each output pixel's few taps: the torch path's dense
-    (out x in) matrices grow with the square of the image side and would dominate large outputs.
-    """
-    from progsr.resize import imresize
-
-    resized = imresize(planes.permute(1, 2, 0).numpy(), size=out_hw)
-    return torch.from_numpy(np.ascontiguousarray(resized.reshape(out_hw[0], out_hw[1], -1))).permute(2, 0, 1)
 
 
 def shipped_model_path(name: str) -> Path:

@@ -1,8 +1,9 @@
 import numpy as np
 import torch
+from PIL import Image
 from skimage.color import rgb2ycbcr
 
-from progsr.color import rgb_to_y
+from progsr.color import rgb_to_grey, rgb_to_y
 
 
 def test_y_matches_scikit_image_bt601(rng):
@@ -21,3 +22,11 @@ def test_torch_and_numpy_agree(rng):
     img = rng.random((4, 6, 3)).astype(np.float32)
     t = torch.from_numpy(img).permute(2, 0, 1)[None]
     np.testing.assert_allclose(rgb_to_y(t)[0, 0].numpy(), rgb_to_y(img), atol=1e-6)
+
+
+def test_grey_matches_pillow_convert_l(rng):
+    img = (rng.random((9, 11, 3)) * 255).round().astype(np.uint8)
+    expected = np.asarray(Image.fromarray(img).convert("L"), dtype=np.float64)
+    grey = rgb_to_grey(torch.from_numpy(img).permute(2, 0, 1).double())[0].numpy()
+    assert grey.shape == (9, 11)
+    np.testing.assert_allclose(grey, expected, atol=0.51)  # Pillow rounds to whole levels
