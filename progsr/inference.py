@@ -5,8 +5,9 @@ Order of work for one image (Real-ESRGAN's recipe, with blended tiles instead of
   2. optionally pre-pad the colour with a reflection of the image (`pre_pad`, default 0: the models train on
      crops whose borders the network zero-pads, and on the held-out validation split a reflection pre-pad
      of 8 px scored 0.004-0.008 dB below the plain forward pass, pre-pad 0 exactly the same);
-  3. cut the padded image into equal tiles that overlap by `tile_overlap` LR pixels (by default two
-     times the model's receptive radius, see Upscaler.__init__; or run it whole
+  3. cut the padded image into equal tiles that overlap by at least `tile_overlap` LR pixels (by default
+     two times the model's receptive radius, see Upscaler.__init__), each axis's tiles shrunk to the
+     smallest size that needs no more of them (tiling.fit_tile); or run it whole
      when it fits in memory), run them in batches under inference_mode, channels_last and
      autocast (fp32 on CPU, bf16/fp16 on CUDA), and blend them with a smooth window: each tile's
      weight is 0 on the outer quarter of the overlap (the pixels that saw a tile edge instead of the
@@ -67,7 +68,7 @@ class Upscaler:
     model: "psnr" or "gan" (the shipped weights in weights/), a path to a generator .safetensors, or an
     exported <stem>_x<S>.onnx graph (run by ONNX Runtime on the CPU; see progsr/onnx_backend.py).
     device: "auto", "cpu", "cuda" or "cuda:N". precision: "auto" (fp32 on CPU, bf16/fp16 on CUDA),
-    "fp32", "fp16" or "bf16". tile: LR tile size in pixels, or None to pick it from free memory
+    "fp32", "fp16" or "bf16". tile: largest LR tile side in pixels, or None to pick it from free memory
     (whole image when it fits). tile_overlap: LR pixels shared by neighbouring tiles (None: 2x the model's
     receptive radius: seamless; less warns of seams). tile_batch:
     tiles per forward pass (None: as many as memory allows, at most 16). realism: None to use `model`

@@ -38,6 +38,17 @@ def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
     return [i * (length - tile) // (n - 1) for i in range(n)]  # floor keeps every step <= tile - overlap
 
 
+def fit_tile(length: int, tile: int, overlap: int) -> int:
+    """The smallest tile length that covers `length` with as few tiles as `tile` needs (less overlap, less work).
+
+    E.g. 512 px in 256 px tiles overlapping by 40 needs three tiles; three of 198 px do it with half the pixels.
+    """
+    if length <= tile:
+        return length
+    n = math.ceil((length - overlap) / (tile - overlap))
+    return math.ceil((length - overlap) / n) + overlap
+
+
 def blend_ramp(length: int, overlap: int, scale: int, rise: bool, fall: bool) -> torch.Tensor:
     """1-D weights over a tile's `length * scale` output pixels (see the module docstring).
 
@@ -176,7 +187,7 @@ def run_tiles(forward, inference: Callable[[], ContextManager], padded: torch.Te
     to the next strip. Memory: one strip, never the whole float image.
     """
     _, _, h, w = padded.shape
-    th, tw = min(tile, h), min(tile, w)
+    th, tw = fit_tile(h, tile, overlap), fit_tile(w, tile, overlap)
     ys, xs = tile_starts(h, th, overlap), tile_starts(w, tw, overlap)
     if len(ys) == len(xs) == 1:
         lr = padded.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)

@@ -8,7 +8,7 @@ from skimage import data
 
 from progsr.errors import UserError
 from progsr.inference import Upscaler
-from progsr.tiling import blend_ramp, tile_starts
+from progsr.tiling import blend_ramp, fit_tile, tile_starts
 from progsr.models import ProgressiveGenerator, load_generator, save_generator, tiny_config
 from progsr.resize import imresize
 
@@ -39,6 +39,18 @@ def test_tile_starts_cover_with_overlap():
         assert starts[0] == 0 and starts[-1] + size == length
         steps = np.diff(starts)
         assert (steps <= size - overlap).all() and (steps > 0).all()
+
+
+def test_fitted_tiles_are_no_more_and_no_larger_than_needed():
+    assert fit_tile(512, 256, 40) == 198 and len(tile_starts(512, 198, 40)) == len(tile_starts(512, 256, 40)) == 3
+    for length in range(1, 400, 7):
+        for tile, overlap in [(32, 8), (64, 16), (80, 40), (128, 40), (256, 40)]:
+            fitted = fit_tile(length, tile, overlap)
+            count = len(tile_starts(length, min(tile, length), overlap))
+            assert fitted <= min(tile, length)
+            assert len(tile_starts(length, fitted, overlap)) == count
+            if count > 1:  # one pixel less would need another tile
+                assert len(tile_starts(length, fitted - 1, overlap)) > count
 
 
 def test_blend_windows_of_neighbours_sum_to_one():
