@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="any output factor up to 8: runs the next model scale up, then MATLAB-bicubic downscale")
     size.add_argument("--size", default=None, metavar="WxH", help="exact output size, e.g. 1920x1080")
     p.add_argument("--tile", type=int, default=None, metavar="N",
-                   help="input tile size in pixels (default: chosen from free memory; whole image if it fits)")
+                   help="largest input tile side in pixels (default: chosen from free memory; whole image if it fits)")
     p.add_argument("--tile-overlap", type=int, default=None, metavar="N",
                    help="input pixels shared by neighbouring tiles (default: 2x the model's receptive radius, "
                         "40 for the shipped model: seamless tiles)")
