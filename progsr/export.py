@@ -1,6 +1,8 @@
 """`progsr export CKPT out.safetensors`: a training checkpoint's EMA generator as a release weights file.
 
 `progsr export --onnx WEIGHTS STEM`: a generator (or a realism blend of the shipped pair) as ONNX graphs.
+`progsr export WEIGHTS out.safetensors --grow B1 B2 B3`: the same generator with more residual blocks, computing
+exactly what it did (so a smaller PSNR model blends with a grown GAN model).
 """
 
 from __future__ import annotations
@@ -48,6 +50,24 @@ def export(ckpt, out, use_ema: bool = True, overwrite: bool = False) -> dict:
     return metadata
 
 
+def export_grown(weights, out, blocks, overwrite: bool = False) -> Path:
+    """Write the generator in `weights` grown to `blocks` residual blocks per stage (added blocks are identities)."""
+    from progsr.models.generator import GeneratorConfig, ProgressiveGenerator
+    from progsr.models.io import load_generator, save_generator
+
+    out = Path(out).expanduser()
+    if out.suffix != ".safetensors":
+        raise UserError(f"{out}: the output must be a .safetensors file")
+    if out.exists() and not overwrite:
+        raise UserError(f"{out}: already exists; pass --overwrite to replace it")
+    small, metadata = load_generator(weights)
+    config = GeneratorConfig.from_dict({**small.config.to_dict(), "blocks": list(blocks)})
+    grown = ProgressiveGenerator(config)
+    grown.load_grown(small.state_dict(), small.config)
+    metadata = {**metadata, "grown_from_blocks": list(small.config.blocks)}
+    return save_generator(grown, out, metadata=metadata)
+
+
 def export_onnx_graphs(weights: str, stem, scales=None, realism: float | None = None, overwrite: bool = False):
     """ONNX graphs of `weights` ("psnr", "gan" or a .safetensors), or of the shipped psnr/gan blend at `realism`."""
     from progsr.onnx_backend import export_onnx
@@ -84,8 +104,17 @@ def main(argv=None) -> int:
     p.add_argument("--scales", type=int, nargs="+", default=None, help="with --onnx: the scales (default all)")
     p.add_argument("--realism", type=float, default=None,
                    help="with --onnx: bake the blend (1 - R) * psnr + R * gan of the shipped models into the graphs")
+    p.add_argument("--grow", type=int, nargs="+", default=None, metavar="BLOCKS",
+                   help="CKPT is a .safetensors generator: write it with these residual blocks per stage, the "
+                        "added ones identities (same output)")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
+    if args.grow is not None:
+        if args.onnx or args.raw or args.scales or args.realism is not None:
+            raise UserError("--grow takes a .safetensors generator and no other option")
+        path = export_grown(args.ckpt, args.out, args.grow, args.overwrite)
+        print(f"wrote {path} (residual blocks {list(args.grow)})")
+        return 0
     if args.onnx:
         paths = export_onnx_graphs(args.ckpt, args.out, args.scales, args.realism, args.overwrite)
         print("wrote " + ", ".join(str(path) for path in paths))

@@ -302,6 +302,28 @@ def test_export_errors(tmp_path):
     assert not (tmp_path / "out.safetensors").exists()
 
 
+def test_export_grow_writes_the_same_function_with_more_blocks(tmp_path):
+    from progsr.models.generator import GeneratorConfig, ProgressiveGenerator
+    from progsr.models.io import load_generator, save_generator
+
+    torch.manual_seed(0)
+    small = ProgressiveGenerator(GeneratorConfig.tiny())
+    src = save_generator(small, tmp_path / "small.safetensors", metadata={"phase": "psnr"})
+    assert export_main([str(src), str(tmp_path / "grown.safetensors"), "--grow", "2", "3", "0"]) == 0
+    grown, meta = load_generator(tmp_path / "grown.safetensors")
+    assert list(grown.config.blocks) == [2, 3, 0] and meta["phase"] == "psnr"
+    assert json.loads(meta["grown_from_blocks"]) == list(GeneratorConfig.tiny().blocks)
+    x = torch.rand(1, 3, 9, 7)
+    with torch.no_grad():
+        for s in (2, 4, 8):
+            assert torch.equal(grown(x, scale=s), small.eval()(x, scale=s))
+    with pytest.raises(UserError, match="cannot grow"):
+        export_main([str(tmp_path / "grown.safetensors"), str(tmp_path / "back.safetensors"), "--grow", "1", "1", "0"])
+    with pytest.raises(UserError, match="already exists"):
+        export_main([str(src), str(tmp_path / "grown.safetensors"), "--grow", "2", "3", "0"])
+    assert not (tmp_path / "back.safetensors").exists()
+
+
 def test_resume_drops_a_truncated_last_metrics_line(tmp_path):
     lines = [json.dumps({"it": i, "loss/total": 1.0 / i}) for i in (1, 2, 3)]
     (tmp_path / "metrics.jsonl").write_text("\n".join(lines) + '\n{"it": 4, "loss/to')  # killed mid-write
