@@ -1,4 +1,4 @@
-"""Y-PSNR, grid artefact (and with --lpips LPIPS-alex) of generator weights on the held-out validation split (never a benchmark set), per scale.
+"""Y-PSNR, grid artefact, excess texture (and with --lpips LPIPS-alex) of generator weights on the held-out validation split (never a benchmark set), per scale.
 
     .venv/bin/python benchmarks/validate.py weights/progsr_x8_psnr.safetensors runs/a.safetensors --scales 2 4 8
 
@@ -50,9 +50,11 @@ def main(argv=None) -> int:
     p.add_argument("--lpips", action="store_true", help="also LPIPS-alex on RGB (shave = scale), as the benchmark")
     args = p.parse_args(argv)
     results = {str(w): score(w, args.val, args.scales, args.pre_pads, args.lpips) for w in args.weights}
-    cell = (lambda v, s: f"{v[f'val/psnr_x{s}']:.3f} / {v[f'val/lpips_x{s}']:.4f} / {v[f'val/grid_x{s}']:.2f}") if (
-        args.lpips) else (lambda v, s: f"{v[f'val/psnr_x{s}']:.3f} / {v[f'val/grid_x{s}']:.2f}")
-    head = " PSNR / LPIPS / grid" if args.lpips else " PSNR / grid"
+    def cell(v, s):
+        lpips = f" / {v[f'val/lpips_x{s}']:.4f}" if args.lpips else ""
+        return f"{v[f'val/psnr_x{s}']:.3f}{lpips} / {v[f'val/grid_x{s}']:.2f} / {v[f'val/texture_x{s}']:.3f}"
+
+    head = " PSNR" + (" / LPIPS" if args.lpips else "") + " / grid / texture"
     print("| weights | path | " + " | ".join(f"x{s}{head}" for s in args.scales) + " |")
     print("|---|---|" + "---|" * len(args.scales))
     for name, by_path in results.items():

@@ -1,5 +1,5 @@
 """Training losses: Charbonnier pixel loss, LPIPS perceptual loss, relativistic-average GAN or WGAN-GP, triplet stage loss,
-and a penalty on the pattern locked to the generator's upsampling grid.
+a penalty on the pattern locked to the generator's upsampling grid, and LDL's artifact loss.
 
 Images are NxCxHxW float in [0, 1]; per-sample distances are (N,) tensors.
 """
@@ -26,6 +26,30 @@ def grid_loss(pred: torch.Tensor, target: torch.Tensor, period: int) -> torch.Te
     from progsr.metrics import grid_phase_means
 
     return (grid_phase_means(pred, period) - grid_phase_means(target, period)).abs().mean()
+
+
+def artifact_map(target: torch.Tensor, pred: torch.Tensor, pred_ema: torch.Tensor, ksize: int = 7) -> torch.Tensor:
+    """LDL's refined artifact map, (N, 1, H, W) (Liang et al., CVPR 2022, "Details or Artifacts").
+
+    The residual |target - pred| summed over channels: its variance over each sample (to the power 1/5) times
+    its unbiased variance in a ksize x ksize window, set to 0 where pred already beats the EMA generator.
+    Hallucinated texture leaves a residual that varies fast and locally; true detail, once learned, leaves
+    a residual below the EMA's. The map keeps its gradient, as in the paper.
+    """
+    residual = (target - pred).abs().sum(1, keepdim=True)
+    residual_ema = (target - pred_ema).abs().sum(1, keepdim=True)
+    patch_level = residual.var(dim=(1, 2, 3), keepdim=True) ** 0.2
+    pad, n = ksize // 2, ksize * ksize
+    padded = F.pad(residual, (pad,) * 4, mode="reflect")
+    mean, mean_sq = F.avg_pool2d(padded, ksize, stride=1), F.avg_pool2d(padded * padded, ksize, stride=1)
+    local = (mean_sq - mean * mean).clamp_min(0) * (n / (n - 1))
+    return (patch_level * local).masked_fill(residual < residual_ema, 0.0)
+
+
+def artifact_loss(target: torch.Tensor, pred: torch.Tensor, pred_ema: torch.Tensor, ksize: int = 7) -> torch.Tensor:
+    """LDL's loss: L1 between the artifact map times the output and the map times the target."""
+    weight = artifact_map(target, pred, pred_ema.detach(), ksize)
+    return (weight * (pred - target)).abs().mean()
 
 
 class LPIPSLoss(nn.Module):

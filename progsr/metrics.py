@@ -1,4 +1,5 @@
-"""Image quality metrics under the standard SR protocol: PSNR, SSIM (Y channel or RGB) and LPIPS; and a grid check.
+"""Image quality metrics under the standard SR protocol: PSNR, SSIM (Y channel or RGB) and LPIPS; a grid check and
+an invented-texture check.
 
 PSNR and SSIM follow BasicSR / the MATLAB test code of SR papers: explicit `crop_border` (pixels shaved
 at every border), `test_y_channel` (Y of ITU-R BT.601 studio swing), values on the 0-255 scale.
@@ -135,6 +136,29 @@ def grid_artifact(img, period: int) -> float:
         raise ValueError(f"grid period {period} does not fit a {y.shape} image")
     t = torch.from_numpy(np.ascontiguousarray(y))[None, None]
     return float(grid_phase_means(t, period).pow(2).mean().sqrt())
+
+
+# --------------------------------------------------------------------------------------------- invented texture
+# A GAN can paint texture where the HR has none (a cross-hatch on smooth skin). LPIPS barely sees it and PSNR
+# cannot tell it from a misplaced true detail, so this measures only the high-frequency energy the SR has
+# beyond the HR's, region by region: 0 for the HR itself and for anything smoother than it.
+
+
+def excess_texture(img, ref, crop_border: int, sigma: float = 1.0, window: float = 3.0) -> float:
+    """RMS, in Y levels (raw levels for grey), of the local high-pass energy of `img` in excess of `ref`'s.
+
+    High-pass: the image less its Gaussian blur (`sigma` px); energy: its square under a Gaussian of
+    `window` px; excess: max(0, img's - ref's) per pixel, averaged over the image, square-rooted.
+    """
+    from skimage.filters import gaussian
+
+    y, y_ref = _prepare(img, ref, crop_border, test_y_channel=True)
+
+    def energy(a: np.ndarray) -> np.ndarray:
+        high = a - gaussian(a, sigma, mode="reflect", preserve_range=True)
+        return gaussian(high * high, window, mode="reflect", preserve_range=True)
+
+    return float(np.sqrt(np.maximum(energy(y) - energy(y_ref), 0.0).mean()))
 
 
 # --------------------------------------------------------------------------------------------- LPIPS

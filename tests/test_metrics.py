@@ -10,7 +10,7 @@ from skimage import data as skdata
 
 from progsr.errors import UserError
 from progsr.imageio import read_array
-from progsr.metrics import build_lpips, grid_artifact, lpips_distance, psnr, ssim
+from progsr.metrics import build_lpips, excess_texture, grid_artifact, lpips_distance, psnr, ssim
 
 Y_GAIN = (65.481 + 128.553 + 24.966) / 255.0  # dY (0-255) per unit step of R = G = B (0-255)
 
@@ -276,3 +276,29 @@ def test_grid_artifact_sees_a_locked_pattern_on_a_photo_and_not_an_unlocked_text
     assert clean < 0.2
     assert grid_artifact(np.clip(dots, 0, 255).astype(np.uint8), 4) > 1.0
     assert grid_artifact(np.clip(noisy, 0, 255).astype(np.uint8), 4) < 0.5
+
+
+# ------------------------------------------------------------------------------------------- excess texture
+
+
+def test_excess_texture_of_a_checkerboard_on_flat_grey_is_its_amplitude():
+    flat = np.full((40, 48), 128, np.uint8)
+    board = (flat + np.where(np.indices((40, 48)).sum(axis=0) % 2 == 0, 2, -2)).astype(np.uint8)
+    # the 1 px Gaussian removes almost nothing of a Nyquist pattern: its energy is 2^2 everywhere
+    assert excess_texture(board, flat, crop_border=4) == pytest.approx(2.0, rel=1e-2)
+    assert excess_texture(flat, board, crop_border=4) == 0.0  # smoother than the reference: no excess
+
+
+def test_excess_texture_counts_texture_added_where_the_hr_has_none_not_texture_replaced(rng):
+    hr = np.full((64, 64), 128.0)
+    hr[:, 32:] += rng.normal(0, 8, (64, 32))  # the right half is textured
+    replaced = hr.copy()
+    replaced[:, 32:] = 128 + rng.normal(0, 8, (64, 32))  # other texture of the same energy in its place
+    painted = hr.copy()
+    painted[:, :32] += rng.normal(0, 8, (64, 32))  # texture painted on the flat half
+    u8 = lambda a: np.clip(np.round(a), 0, 255).astype(np.uint8)  # noqa: E731
+    assert excess_texture(u8(hr), u8(hr), crop_border=0) == 0.0
+    painted_score = excess_texture(u8(painted), u8(hr), crop_border=4)
+    assert painted_score > 3.0
+    # only local fluctuations of the two textures' energies remain (about 0.3 of the painted score)
+    assert excess_texture(u8(replaced), u8(hr), crop_border=4) < 0.4 * painted_score

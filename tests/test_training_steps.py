@@ -135,6 +135,24 @@ def test_grid_term_is_on_the_group_output_and_weighted_into_the_total():
     assert total.item() == pytest.approx(base.item() + 10.0 * terms["grid"].item(), rel=1e-5)
 
 
+def test_artifact_term_is_on_the_group_output_against_the_ema_generator():
+    import copy
+
+    cfg, G, groups = _setup(pixel_weight=1.0)
+    base, terms, _ = generator_losses(G, None, None, groups, 3, 1.0, cfg, AMP)
+    assert "artifact" not in terms
+    cfg = dataclasses.replace(cfg, artifact_weight=10.0)
+    with pytest.raises(ValueError, match="EMA"):
+        generator_losses(G, None, None, groups, 3, 1.0, cfg, AMP)
+    G_ema = copy.deepcopy(G)  # equal to G: the map is nowhere masked
+    total, terms, outputs = generator_losses(G, None, None, groups, 3, 1.0, cfg, AMP, G_ema)
+    from progsr.losses import artifact_loss
+
+    expected = artifact_loss(groups[0][2][-1], outputs[0][-1], outputs[0][-1].detach())
+    assert terms["artifact"].item() == pytest.approx(expected.item(), rel=1e-5) and expected.item() > 0
+    assert total.item() == pytest.approx(base.item() + 10.0 * terms["artifact"].item(), rel=1e-5)
+
+
 @pytest.mark.parametrize("kind", ["charbonnier", "mse"])
 def test_pixel_loss_kind_sums_its_distance_over_the_stages(kind):
     from progsr.losses import charbonnier

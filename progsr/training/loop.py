@@ -244,7 +244,7 @@ def train(cfg: TrainConfig, data_dirs: list[Path], val: str | None, out: Path, r
             else:
                 lr_now = learning_rate(it, cfg.lr, cfg)
             terms = train_step(G, D, opt_G, opt_D, lpips_loss, groups, stage, alpha, cfg, amp, lr_now,
-                               lambda params: _sync_grads(params, world_size))
+                               lambda params: _sync_grads(params, world_size), G_ema)
 
             # EMA of the generator; beta ramps up early so the average does not drag in the random init.
             beta = min(cfg.ema_beta, (1 + it) / (10 + it))

@@ -18,15 +18,16 @@ def make_validation_set(images, scales) -> list[tuple[int, np.ndarray, np.ndarra
 
 
 def mean_scores(results, lpips_model=None) -> dict:
-    """Mean Y-PSNR (crop_border = scale) and grid artefact (period = scale) per scale of (scale, SR, HR) uint8
-    triples, and LPIPS on RGB with the PSNR's shave when `lpips_model` is given: {'val/psnr_x2': ..., 'val/grid_x2':
-    ..., 'val/lpips_x2': ...}."""
-    from progsr.metrics import grid_artifact, lpips_distance, psnr
+    """Mean Y-PSNR (crop_border = scale), grid artefact (period = scale) and excess texture (same shave) per scale
+    of (scale, SR, HR) uint8 triples, and LPIPS on RGB with the PSNR's shave when `lpips_model` is given:
+    {'val/psnr_x2': ..., 'val/grid_x2': ..., 'val/texture_x2': ..., 'val/lpips_x2': ...}."""
+    from progsr.metrics import excess_texture, grid_artifact, lpips_distance, psnr
 
     per_scale: dict[str, list[float]] = {}
     for s, sr, hr in results:
         per_scale.setdefault(f"val/psnr_x{s}", []).append(psnr(sr, hr, crop_border=s))
         per_scale.setdefault(f"val/grid_x{s}", []).append(grid_artifact(sr, s))
+        per_scale.setdefault(f"val/texture_x{s}", []).append(excess_texture(sr, hr, crop_border=s))
         if lpips_model is not None:
             per_scale.setdefault(f"val/lpips_x{s}", []).append(lpips_distance(sr, hr, lpips_model, crop_border=s))
     return {key: float(np.mean(v)) for key, v in per_scale.items()}
