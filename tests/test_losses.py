@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from progsr.losses import (LPIPSLoss, artifact_loss, artifact_map, charbonnier, feature_distance, gradient_penalty, grid_loss, l1_distance,
+from progsr.losses import (LPIPSLoss, artifact_loss, artifact_map, charbonnier, high_frequency_excess_loss,
+                           highest_frequency_amplitude, feature_distance, gradient_penalty, grid_loss, l1_distance,
                            ragan_d_loss, ragan_g_loss, triplet_loss, wgan_d_loss, wgan_g_loss)
 
 
@@ -194,3 +195,29 @@ def test_artifact_loss_gradient_flattens_the_invented_texture():
     artifact_loss(target, pred, target.clone()).backward()
     step = -pred.grad  # gradient descent moves every textured pixel back towards the flat target
     assert (step * texture < 0).sum() > 0.9 * (texture != 0).sum() * 3
+
+
+def test_highest_frequency_amplitude_of_2px_stripes_is_their_amplitude():
+    stripes = 0.5 + 0.03 * (1 - 2 * (torch.arange(20) % 2)).view(1, 1, 1, 20).expand(1, 2, 16, 20)
+    amp = highest_frequency_amplitude(stripes, window=5)
+    assert amp.shape == (1, 2, 16 - 2 - 4, 20 - 2 - 4)
+    assert torch.allclose(amp, torch.full_like(amp, 0.03), atol=1e-6)
+    slow = 0.5 + 0.03 * torch.cos(2 * math.pi * torch.arange(40) / 10).view(1, 1, 1, 40).expand(1, 1, 16, 40)
+    assert highest_frequency_amplitude(slow, window=5).max() < 0.1 * 0.03  # a 10 px period passes ~1/10
+
+
+def test_high_frequency_excess_is_one_sided_and_removes_only_the_excess():
+    g = torch.Generator().manual_seed(5)
+    target = torch.full((1, 3, 24, 24), 0.5)
+    target[..., 12:, :] += 0.05 * torch.randn(1, 3, 12, 24, generator=g)  # textured bottom half, flat top half
+    stripes = 0.02 * (1 - 2 * (torch.arange(24) % 2)).view(1, 1, 1, 24)
+    assert high_frequency_excess_loss(target, target).item() == 0.0
+    noise = 0.5 + 0.05 * torch.randn(1, 3, 24, 24, generator=g)
+    blurred = torch.nn.functional.avg_pool2d(noise, 3, stride=1, padding=1, count_include_pad=False)
+    assert high_frequency_excess_loss(blurred, noise).item() == 0.0  # smoother than the target: free
+    pred = (target + stripes).requires_grad_(True)
+    loss = high_frequency_excess_loss(pred, target)
+    assert loss.item() > 0.005
+    loss.backward()
+    top = -pred.grad[..., 1:8, 1:-1]  # the flat top half, away from the border the filters cannot see
+    assert (top * stripes[..., 1:-1] < 0).all()  # descent moves every striped pixel back towards flat

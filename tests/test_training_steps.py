@@ -153,6 +153,21 @@ def test_artifact_term_is_on_the_group_output_against_the_ema_generator():
     assert total.item() == pytest.approx(base.item() + 10.0 * terms["artifact"].item(), rel=1e-5)
 
 
+def test_high_frequency_term_is_on_the_group_output_and_weighted_into_the_total():
+    from progsr.losses import high_frequency_excess_loss
+
+    cfg, G, groups = _setup(pixel_weight=1.0)
+    torch.nn.init.normal_(G.stages[-1].to_rgb.weight, std=0.5)  # a head that prints high-frequency texture
+    groups = [(s, lr, [torch.full_like(t, 0.5) for t in targets]) for s, lr, targets in groups]  # flat targets
+    base, terms, _ = generator_losses(G, None, None, groups, 3, 1.0, cfg, AMP)
+    assert "high_frequency" not in terms
+    cfg = dataclasses.replace(cfg, high_frequency_weight=10.0)
+    total, terms, outputs = generator_losses(G, None, None, groups, 3, 1.0, cfg, AMP)
+    expected = high_frequency_excess_loss(outputs[0][-1], groups[0][2][-1])
+    assert terms["high_frequency"].item() == pytest.approx(expected.item(), rel=1e-5) and expected.item() > 0
+    assert total.item() == pytest.approx(base.item() + 10.0 * terms["high_frequency"].item(), rel=1e-5)
+
+
 @pytest.mark.parametrize("kind", ["charbonnier", "mse"])
 def test_pixel_loss_kind_sums_its_distance_over_the_stages(kind):
     from progsr.losses import charbonnier

@@ -10,8 +10,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from progsr.losses import (artifact_loss, charbonnier, feature_distance, gradient_penalty, grid_loss, l1_distance, ragan_d_loss,
-                           ragan_g_loss, triplet_loss, wgan_d_loss, wgan_g_loss)
+from progsr.losses import (artifact_loss, charbonnier, feature_distance, gradient_penalty, grid_loss,
+                           high_frequency_excess_loss, l1_distance, ragan_d_loss, ragan_g_loss, triplet_loss,
+                           wgan_d_loss, wgan_g_loss)
 
 # LPIPS terms skip stage images smaller than this: AlexNet's strided convs and pools need about 32 px.
 LPIPS_MIN_SIZE = 32
@@ -51,6 +52,8 @@ def generator_losses(G, D, lpips_loss, groups, stage: int, alpha: float, cfg, am
             _add(terms, "pixel", pixel, share)
         if cfg.grid_weight > 0:  # on the group's output, where every stage's grid shows (period = its scale)
             _add(terms, "grid", grid_loss(outs[-1], targets[-1], scale), share)
+        if cfg.high_frequency_weight > 0:
+            _add(terms, "high_frequency", high_frequency_excess_loss(outs[-1], targets[-1]), share)
         if cfg.artifact_weight > 0:
             if G_ema is None:
                 raise ValueError("the artifact term needs the EMA generator (G_ema)")
@@ -110,7 +113,7 @@ def cfg_weight(cfg, key: str) -> float:
     """The config's weight of a loss term (0 for logged-only values)."""
     return {"pixel": cfg.pixel_weight, "perceptual": cfg.perceptual_weight, "triplet": cfg.triplet_weight,
             "adversarial": cfg.adversarial_weight, "grid": cfg.grid_weight,
-            "artifact": cfg.artifact_weight}.get(key, 0.0)
+            "artifact": cfg.artifact_weight, "high_frequency": cfg.high_frequency_weight}.get(key, 0.0)
 
 
 def _triplet(D, lpips_loss, lr, outs, targets, alphas, lpips_t, lpips_d, judged, cfg, amp):
