@@ -61,15 +61,34 @@ def highest_frequency_amplitude(img: torch.Tensor, window: int = 7) -> torch.Ten
     return (F.avg_pool2d(dxx * dxx + dyy * dyy, window, stride=1) + 1e-8).sqrt()
 
 
-def high_frequency_excess_loss(pred: torch.Tensor, target: torch.Tensor, window: int = 7) -> torch.Tensor:
-    """Mean amount by which the output's local highest-frequency amplitude exceeds the target's.
+def nyquist_amplitude(img: torch.Tensor, window: int = 8) -> torch.Tensor:
+    """Local amplitude, per channel, of the 2 px-period pattern only (x stripes, y stripes, checkerboard), over
+    window x window px; (N, C, H - 2 - window + 1, ...).
+
+    Second differences (gain 1 at 2 px, 0 for flat and linear ramps) demodulated by the pixel grid's +-1
+    signs and averaged over an even window: a 4 px period cancels exactly and a 3 px one passes at most ~0.16.
+    """
+    core = img[..., 1:-1, 1:-1]
+    dxx = (img[..., 1:-1, 2:] - 2 * core + img[..., 1:-1, :-2]) / 4
+    dyy = (img[..., 2:, 1:-1] - 2 * core + img[..., :-2, 1:-1]) / 4
+    h, w = core.shape[-2:]
+    sy = (1 - 2 * (torch.arange(h, device=img.device) % 2)).to(img.dtype).view(-1, 1)
+    sx = (1 - 2 * (torch.arange(w, device=img.device) % 2)).to(img.dtype)
+    parts = (dxx * sx, dyy * sy, (dxx + dyy) / 2 * (sy * sx))
+    return (sum(F.avg_pool2d(p, window, stride=1) ** 2 for p in parts) + 1e-8).sqrt()
+
+
+def high_frequency_excess_loss(pred: torch.Tensor, target: torch.Tensor, band: str = "2-4px") -> torch.Tensor:
+    """Mean amount by which the output's local high-frequency amplitude exceeds the target's.
 
     One-sided: texture up to the target's own level is free, so the term only removes what the target
-    does not have there, such as the 2 px cross-hatch a pixel-shuffle GAN paints on smooth skin.
+    does not have there, such as the 2 px cross-hatch a pixel-shuffle GAN paints on smooth skin. `band`
+    "2-4px" measures it with highest_frequency_amplitude, "2px" with nyquist_amplitude (3-5 px texture free).
     """
+    amplitude = nyquist_amplitude if band == "2px" else highest_frequency_amplitude
     with torch.no_grad():
-        reference = highest_frequency_amplitude(target, window)
-    return F.relu(highest_frequency_amplitude(pred, window) - reference).mean()
+        reference = amplitude(target)
+    return F.relu(amplitude(pred) - reference).mean()
 
 
 class LPIPSLoss(nn.Module):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from progsr.losses import (LPIPSLoss, artifact_loss, artifact_map, charbonnier, high_frequency_excess_loss,
+from progsr.losses import (LPIPSLoss, artifact_loss, artifact_map, charbonnier, high_frequency_excess_loss, nyquist_amplitude,
                            highest_frequency_amplitude, feature_distance, gradient_penalty, grid_loss, l1_distance,
                            ragan_d_loss, ragan_g_loss, triplet_loss, wgan_d_loss, wgan_g_loss)
 
@@ -221,3 +221,30 @@ def test_high_frequency_excess_is_one_sided_and_removes_only_the_excess():
     loss.backward()
     top = -pred.grad[..., 1:8, 1:-1]  # the flat top half, away from the border the filters cannot see
     assert (top * stripes[..., 1:-1] < 0).all()  # descent moves every striped pixel back towards flat
+
+
+def _wave(period: float, axis: int, size: int = 32) -> torch.Tensor:
+    """0.5 + 0.03 cos(2 pi t / period) along `axis` (-1: x, -2: y) of a 1x1 x size x size image."""
+    t = 0.5 + 0.03 * torch.cos(2 * math.pi * torch.arange(size) / period + 0.3)
+    return (t.view(1, 1, 1, size) if axis == -1 else t.view(1, 1, size, 1)).expand(1, 1, size, size)
+
+
+def test_nyquist_amplitude_passes_only_the_2px_period():
+    for axis in (-1, -2):
+        amp = nyquist_amplitude(_wave(2, axis))
+        assert amp.shape == (1, 1, 32 - 2 - 7, 32 - 2 - 7)
+        assert torch.allclose(amp, torch.full_like(amp, 0.03 * math.cos(0.3)), atol=1e-5)
+        assert nyquist_amplitude(_wave(4, axis)).max() < 1e-3  # 4 px cancels in the even window
+        assert nyquist_amplitude(_wave(3, axis)).max() < 0.2 * 0.03
+    checker = 0.5 + 0.02 * (1 - 2 * ((torch.arange(32).view(-1, 1) + torch.arange(32)) % 2)).float().view(1, 1, 32, 32)
+    assert torch.allclose(nyquist_amplitude(checker), torch.tensor(0.02), atol=1e-5)
+    ramp = (torch.arange(32).float() / 64).view(1, 1, 1, 32).expand(1, 1, 32, 32)
+    assert nyquist_amplitude(ramp).max() < 1e-3
+
+
+def test_2px_band_leaves_4px_texture_free_where_the_2_4px_band_does_not():
+    target = torch.full((1, 1, 32, 32), 0.5)
+    pred_4px = _wave(4, -1)
+    assert high_frequency_excess_loss(pred_4px, target, "2px").item() < 1e-3
+    assert high_frequency_excess_loss(pred_4px, target, "2-4px").item() > 0.01
+    assert high_frequency_excess_loss(_wave(2, -2), target, "2px").item() > 0.02

@@ -166,6 +166,11 @@ def test_high_frequency_term_is_on_the_group_output_and_weighted_into_the_total(
     expected = high_frequency_excess_loss(outputs[0][-1], groups[0][2][-1])
     assert terms["high_frequency"].item() == pytest.approx(expected.item(), rel=1e-5) and expected.item() > 0
     assert total.item() == pytest.approx(base.item() + 10.0 * terms["high_frequency"].item(), rel=1e-5)
+    cfg = dataclasses.replace(cfg, high_frequency_band="2px")
+    _, terms, outputs = generator_losses(G, None, None, groups, 3, 1.0, cfg, AMP)
+    expected_2px = high_frequency_excess_loss(outputs[0][-1], groups[0][2][-1], "2px")
+    assert terms["high_frequency"].item() == pytest.approx(expected_2px.item(), rel=1e-5)
+    assert expected_2px.item() != pytest.approx(expected.item(), rel=1e-2)  # the band reaches the loss
 
 
 @pytest.mark.parametrize("kind", ["charbonnier", "mse"])

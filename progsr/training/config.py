@@ -66,6 +66,7 @@ class TrainConfig:
     grid_weight: float = 0.0  # penalty on the output's pattern locked to the upsampling grid (losses.grid_loss)
     artifact_weight: float = 0.0  # LDL's artifact loss on each group's output, against the EMA generator's
     high_frequency_weight: float = 0.0  # the output's 2-4 px energy beyond the target's (losses.high_frequency_excess_loss)
+    high_frequency_band: str = "2-4px"  # "2-4px" (second differences) or "2px" (the 2 px period only)
 
     # engineering
     amp: bool = True  # bf16 autocast (CUDA only)
@@ -125,6 +126,7 @@ CHOICES = {
     "adversarial_loss": ("ragan", "wgan_gp"),
     "perceptual_stages": ("all", "top"),
     "triplet_distance": ("l1", "lpips", "dfeat"),
+    "high_frequency_band": ("2-4px", "2px"),
 }
 
 
