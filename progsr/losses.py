@@ -85,7 +85,7 @@ def high_frequency_excess_loss(pred: torch.Tensor, target: torch.Tensor, band: s
     does not have there, such as the 2 px cross-hatch a pixel-shuffle GAN paints on smooth skin. `band`
     "2-4px" measures it with highest_frequency_amplitude, "2px" with nyquist_amplitude (3-5 px texture free).
     """
-    amplitude = nyquist_amplitude if band == "2px" else highest_frequency_amplitude
+    amplitude = {"2-4px": highest_frequency_amplitude, "2px": nyquist_amplitude}[band]
     with torch.no_grad():
         reference = amplitude(target)
     return F.relu(amplitude(pred) - reference).mean()

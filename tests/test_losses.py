@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from progsr.losses import (LPIPSLoss, artifact_loss, artifact_map, charbonnier, high_frequency_excess_loss, nyquist_amplitude,
+from progsr.losses import (LPIPSLoss, artifact_loss, artifact_map, charbonnier, high_frequency_excess_loss,
                            highest_frequency_amplitude, feature_distance, gradient_penalty, grid_loss, l1_distance,
-                           ragan_d_loss, ragan_g_loss, triplet_loss, wgan_d_loss, wgan_g_loss)
+                           nyquist_amplitude, ragan_d_loss, ragan_g_loss, triplet_loss, wgan_d_loss, wgan_g_loss)
 
 
 def test_charbonnier_hand_computed():
