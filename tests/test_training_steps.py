@@ -173,6 +173,24 @@ def test_high_frequency_term_is_on_the_group_output_and_weighted_into_the_total(
     assert expected_2px.item() != pytest.approx(expected.item(), rel=1e-2)  # the band reaches the loss
 
 
+def test_high_frequency_scales_pick_the_groups_it_penalises():
+    from progsr.losses import high_frequency_excess_loss
+
+    cfg, G, groups = _setup(pixel_weight=1.0, high_frequency_weight=10.0)
+    torch.nn.init.normal_(G.stages[-1].to_rgb.weight, std=0.5)
+    torch.nn.init.normal_(G.stages[0].to_rgb.weight, std=0.5)
+    lr = torch.rand(4, 3, 8, 8)
+    flat = [torch.full((4, 3, 8 * 2**k, 8 * 2**k), 0.5) for k in (1, 2, 3)]
+    groups = [(2, lr, flat[:1]), (8, lr, flat)]
+    _, terms, outputs = generator_losses(G, None, None, groups, 3, 1.0, cfg, AMP)
+    each = [high_frequency_excess_loss(outs[-1], g[2][-1]).item() for outs, g in zip(outputs, groups)]
+    assert min(each) > 0
+    assert terms["high_frequency"].item() == pytest.approx(sum(each) / 2, rel=1e-5)  # each group is half the batch
+    cfg = dataclasses.replace(cfg, high_frequency_scales=(8,))
+    _, terms, _ = generator_losses(G, None, None, groups, 3, 1.0, cfg, AMP)
+    assert terms["high_frequency"].item() == pytest.approx(each[1] / 2, rel=1e-5)
+
+
 @pytest.mark.parametrize("kind", ["charbonnier", "mse"])
 def test_pixel_loss_kind_sums_its_distance_over_the_stages(kind):
     from progsr.losses import charbonnier

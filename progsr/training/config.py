@@ -67,6 +67,7 @@ class TrainConfig:
     artifact_weight: float = 0.0  # LDL's artifact loss on each group's output, against the EMA generator's
     high_frequency_weight: float = 0.0  # the output's 2-4 px energy beyond the target's (losses.high_frequency_excess_loss)
     high_frequency_band: str = "2-4px"  # "2-4px" (second differences) or "2px" (the 2 px period only)
+    high_frequency_scales: tuple[int, ...] = (2, 4, 8)  # the batch groups (by scale) whose output it penalises
 
     # engineering
     amp: bool = True  # bf16 autocast (CUDA only)
@@ -201,6 +202,9 @@ def check_config(cfg: TrainConfig) -> None:
         raise UserError(f"config: scale_mix and lr_crop need {n} entries each (x2 ... x{2**n}) for this generator")
     if min(cfg.scale_mix) < 0 or cfg.scale_mix[-1] <= 0:
         raise UserError(f"config: scale_mix shares must be >= 0, and the top scale's > 0, got {list(cfg.scale_mix)}")
+    if not set(cfg.high_frequency_scales) <= {2 ** k for k in range(1, n + 1)}:
+        raise UserError(f"config: high_frequency_scales must be among the generator's scales "
+                        f"({', '.join(str(2 ** k) for k in range(1, n + 1))}), got {list(cfg.high_frequency_scales)}")
     if min(cfg.lr_crop) < 2:
         raise UserError(f"config: lr_crop sizes must be >= 2 px, got {list(cfg.lr_crop)}")
     if cfg.phase == "gan" and d_cfg.num_stages != n:
