@@ -67,7 +67,7 @@ class TrainConfig:
     artifact_weight: float = 0.0  # LDL's artifact loss on each group's output, against the EMA generator's
     high_frequency_weight: float = 0.0  # the output's 2-4 px energy beyond the target's (losses.high_frequency_excess_loss)
     high_frequency_band: str = "2-4px"  # "2-4px" (second differences) or "2px" (the 2 px period only)
-    high_frequency_scales: tuple[int, ...] = (2, 4, 8)  # the batch groups (by scale) whose output it penalises
+    high_frequency_scales: tuple[int, ...] = ()  # the batch groups (by scale) whose output it penalises; () = all
 
     # engineering
     amp: bool = True  # bf16 autocast (CUDA only)
