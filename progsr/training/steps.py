@@ -52,7 +52,7 @@ def generator_losses(G, D, lpips_loss, groups, stage: int, alpha: float, cfg, am
             _add(terms, "pixel", pixel, share)
         if cfg.grid_weight > 0:  # on the group's output, where every stage's grid shows (period = its scale)
             _add(terms, "grid", grid_loss(outs[-1], targets[-1], scale), share)
-        if cfg.high_frequency_weight > 0 and scale in (cfg.high_frequency_scales or (scale,)):
+        if cfg.high_frequency_weight > 0 and (not cfg.high_frequency_scales or scale in cfg.high_frequency_scales):
             _add(terms, "high_frequency", high_frequency_excess_loss(outs[-1], targets[-1], cfg.high_frequency_band), share)
         if cfg.artifact_weight > 0:
             if G_ema is None:
