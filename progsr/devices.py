@@ -1,10 +1,12 @@
-"""Turning a --device name into a torch.device, the same way for upscaling, benchmarks and training."""
+"""Turning --device and --precision names into a torch.device and dtype, the same way everywhere."""
 
 from __future__ import annotations
 
 import torch
 
 from progsr.errors import UserError
+
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def resolve_device(name: str | None = "auto", local_rank: int = 0) -> torch.device:
@@ -27,3 +29,14 @@ def resolve_device(name: str | None = "auto", local_rank: int = 0) -> torch.devi
             reason = reason.split(". ")[0][:117].rstrip() + "..."
         raise UserError(f"--device {name}: not usable here ({reason})") from None
     return device
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
+    """'auto' -> fp32 on CPU, bf16 on CUDA where supported else fp16."""
+    if precision in (None, "auto"):
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    if precision not in PRECISIONS:
+        raise UserError(f"--precision {precision}: choose auto, fp32, fp16 or bf16")
+    return PRECISIONS[precision]

@@ -31,7 +31,6 @@ import contextlib
 import os
 import threading
 import warnings
-from collections import OrderedDict
 from pathlib import Path
 from typing import Iterator
 
@@ -39,7 +38,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from progsr.devices import resolve_device
+from progsr.devices import resolve_device, resolve_precision
 from progsr.errors import UserError
 from progsr.imageio import ImageData, check_pixels, from_pil, read_image, to_pil, write_image
 from progsr.planes import alpha_pixels, colour_pixels, finish_planes, num_channels, output_bytes, split_planes
@@ -48,20 +47,6 @@ from progsr.tiling import (MIN_TILE, Progress, activation_bytes_per_pixel, choos
 
 DEFAULT_MAX_PIXELS = 16_777_216  # input pixels (4096 x 4096); the output has scale^2 times as many
 DEFAULT_PRE_PAD = 0  # LR pixels of reflection around the image (see step 2 above)
-PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
-    """'auto' -> fp32 on CPU, bf16 on CUDA where supported else fp16."""
-    if precision in (None, "auto"):
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.float32
-    if precision not in PRECISIONS:
-        raise UserError(f"--precision {precision}: choose auto, fp32, fp16 or bf16")
-    return PRECISIONS[precision]
-
-
 class Upscaler:
     """Loads a generator once and upscales PIL images, numpy arrays or files with it.
 
@@ -84,7 +69,7 @@ class Upscaler:
                  realism: float | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS,
                  pre_pad: int = DEFAULT_PRE_PAD, compile: bool = False,
                  max_output_pixels: int | None = -1):
-        from progsr.models.io import load_generator
+        from progsr.models.io import RealismBlend, load_generator, shipped_model_path
 
         if tile_overlap is not None and tile_overlap < 0:
             raise UserError(f"--tile-overlap {tile_overlap}: must be >= 0")
@@ -105,18 +90,17 @@ class Upscaler:
         self.tile, self.tile_overlap, self.tile_batch = tile, tile_overlap, tile_batch
         self.max_pixels, self.pre_pad = max_pixels, pre_pad
         self._lock = threading.RLock()
-        self._blends: OrderedDict[float, dict] = OrderedDict()  # realism -> blended state dict (CPU)
-        self._shipped: dict[str, dict] = {}  # the psnr and gan state dicts (CPU), loaded when first needed
         self._bytes_per_pixel: dict[int, float] = {}
         self._tile_cap: int | None = None  # lowered after an out-of-memory retry
 
-        self._blendable = model in ("psnr", "gan")
+        self._blend = None  # the realism blend of the shipped weights, when realism is given
         if realism is not None:
-            if not self._blendable:
+            if model not in ("psnr", "gan"):
                 raise UserError("--realism blends the shipped psnr and gan models; it cannot be used with --model PATH")
             self.model_name = "psnr+gan"
             base = "gan" if float(realism) == 1.0 else "psnr"  # the architecture; set_realism loads the weights
             self.model, self.metadata = load_generator(shipped_model_path(base), "cpu")
+            self._blend = RealismBlend(self.model.config)
         elif onnx:  # ONNX Runtime runs the network; everything around it is unchanged
             from progsr.onnx_backend import OnnxGenerator
 
@@ -157,48 +141,17 @@ class Upscaler:
     # ------------------------------------------------------------------------------------------ realism
 
     def set_realism(self, realism: float) -> None:
-        """Switch to the blend (1 - r) * psnr + r * gan of the shipped weights; each r is computed once and cached.
-
-        r = 0 needs only the psnr weights and r = 1 only the gan weights.
-        """
+        """Switch to the blend (1 - r) * psnr + r * gan of the shipped weights (see models.io.RealismBlend)."""
         r = float(realism)
         if not 0.0 <= r <= 1.0:
             raise UserError(f"--realism {realism}: must be between 0 and 1")
-        if not self._blendable:
+        if self._blend is None:
             raise UserError(f"realism blends the shipped psnr and gan models; this Upscaler runs {self.model_name}")
         key = round(r, 4)
         with self._lock:
-            if key == self.realism:
-                return
-            if key not in self._blends:
-                if key == 0.0:
-                    state = self._shipped_state("psnr")
-                elif key == 1.0:
-                    state = self._shipped_state("gan")
-                else:
-                    psnr, gan = self._shipped_state("psnr"), self._shipped_state("gan")
-                    state = {k: torch.lerp(psnr[k], gan[k], key) if psnr[k].is_floating_point() else psnr[k]
-                             for k in psnr}
-                self._blends[key] = state
-                while len(self._blends) > 8:
-                    self._blends.popitem(last=False)
-            self._blends.move_to_end(key)
-            self.model.load_state_dict(self._blends[key])  # copies into the parameters on their device
-            self.realism = key
-
-    def _shipped_state(self, name: str) -> dict:
-        """The CPU state dict of a shipped model, loaded once; UserError if its architecture differs."""
-        from progsr.models.io import load_generator
-
-        if name not in self._shipped:
-            model, _ = load_generator(shipped_model_path(name), "cpu")
-            if model.config != self.model.config:
-                raise UserError(f"--realism: the shipped psnr and gan models have different architectures "
-                                f"({self.model.config} vs {model.config}); cannot blend them")
-            self._shipped[name] = model.state_dict()
-        return self._shipped[name]
-
-    # ------------------------------------------------------------------------------------------ planning
+            if key != self.realism:
+                self.model.load_state_dict(self._blend.state(key))  # copies into the parameters on their device
+                self.realism = key
 
     def plan(self, height: int, width: int, scale: int = 8, outscale: float | None = None,
              size: tuple[int, int] | None = None) -> tuple[int, tuple[int, int]]:
@@ -447,13 +400,3 @@ class Upscaler:
         """A result as the kind its input was: numpy for numpy, else PIL."""
         return data.pixels if kind == "numpy" else to_pil(data)
 
-
-def shipped_model_path(name: str) -> Path:
-    """Path of a shipped model, or a UserError that says it is not installed and what to do instead."""
-    from progsr.paths import shipped_weights
-
-    path = shipped_weights(name)
-    if not path.is_file():
-        raise UserError(f"{path}: the shipped '{name}' model is not installed (no release weights yet); "
-                        "pass --model PATH to a generator .safetensors file")
-    return path

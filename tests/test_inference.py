@@ -290,10 +290,10 @@ def test_realism_interpolates_the_weights(shipped, img):
     reference = Upscaler(shipped / "mixed.safetensors", device="cpu").upscale(img, scale=2)
     assert np.abs(up.upscale(img, scale=2, realism=0.3).astype(int) - reference).max() <= 1
 
-    blended = up._blends[0.3]
+    blended = up._blend.cache[0.3]
     up.set_realism(0.0)
     up.set_realism(0.3)
-    assert up._blends[0.3] is blended  # computed once per value
+    assert up._blend.cache[0.3] is blended  # computed once per value
     with pytest.raises(UserError, match="between 0 and 1"):
         up.set_realism(1.5)
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+from collections import OrderedDict
 from pathlib import Path
 
 import torch
@@ -64,3 +66,55 @@ def load_generator(path, device="cpu") -> tuple[ProgressiveGenerator, dict]:
     model.load_state_dict(tensors)
     metadata = {k: v for k, v in header.items() if k not in _RESERVED}
     return model.to(device).eval(), metadata
+
+
+def shipped_model_path(name: str) -> Path:
+    """Path of a shipped model, or a UserError that says it is not installed and what to do instead."""
+    from progsr.paths import shipped_weights
+
+    path = shipped_weights(name)
+    if not path.is_file():
+        raise UserError(f"{path}: the shipped '{name}' model is not installed (no release weights yet); "
+                        "pass --model PATH to a generator .safetensors file")
+    return path
+
+
+class RealismBlend:
+    """State dicts (1 - r) * psnr + r * gan of the shipped weights, each r computed once (8 kept, on the CPU).
+
+    r = 0 needs only the psnr file and r = 1 only the gan file; both must have `config`'s architecture.
+    """
+
+    def __init__(self, config: GeneratorConfig, cache_size: int = 8):
+        self.config, self.cache_size = config, cache_size
+        self.cache: OrderedDict[float, dict] = OrderedDict()
+        self._shipped: dict[str, dict] = {}
+        self._lock = threading.RLock()
+
+    def state(self, r: float) -> dict:
+        """The blended state dict for realism r in [0, 1]."""
+        with self._lock:
+            if r not in self.cache:
+                if r == 0.0:
+                    state = self._load("psnr")
+                elif r == 1.0:
+                    state = self._load("gan")
+                else:
+                    psnr, gan = self._load("psnr"), self._load("gan")
+                    state = {k: torch.lerp(psnr[k], gan[k], r) if psnr[k].is_floating_point() else psnr[k]
+                             for k in psnr}
+                self.cache[r] = state
+                while len(self.cache) > self.cache_size:
+                    self.cache.popitem(last=False)
+            self.cache.move_to_end(r)
+            return self.cache[r]
+
+    def _load(self, name: str) -> dict:
+        """The CPU state dict of a shipped model, loaded once; UserError if its architecture differs."""
+        if name not in self._shipped:
+            model, _ = load_generator(shipped_model_path(name), "cpu")
+            if model.config != self.config:
+                raise UserError(f"--realism: the shipped psnr and gan models have different architectures "
+                                f"({self.config} vs {model.config}); cannot blend them")
+            self._shipped[name] = model.state_dict()
+        return self._shipped[name]
