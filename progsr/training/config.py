@@ -104,7 +104,8 @@ def _preset_x8_gan() -> TrainConfig:
     # group's output stage, D at (64, 32, 16, 8) judging only that stage, the triplet on D's features of
     # it, and 96 px HR crops at x4 and x8. The curriculum is replayed briefly so D grows and fades in
     # with G's stages; the EMA half-life is about 140 iterations (the run is short). The grid penalty
-    # keeps the truncated LPIPS from printing a dot grid (weights/README.md, chunk 2).
+    # keeps the truncated LPIPS from printing a dot grid (weights/README.md, chunk 2); the 2-4 px texture
+    # penalty on the x8 samples keeps it from painting a mesh on smooth skin (chunks 8-9).
     return TrainConfig(
         phase="gan", discriminator={"channels": [64, 32, 16, 8], "head_blocks": 1}, lr_crop=(32, 24, 12),
         stage1_iters=150, fade_iters=(100, 100), stable_iters=(100, 100), iters=4000, lr_decay_iters=4000,
@@ -112,7 +113,7 @@ def _preset_x8_gan() -> TrainConfig:
         pixel_weight=0.1, perceptual_weight=1.0, perceptual_net="vgg", perceptual_layers=2, perceptual_stages="top",
         adversarial_weight=5e-3, adversarial_stages="top",
         triplet_weight=0.5, triplet_distance="dfeat", triplet_margin=0.05, grid_weight=10.0,
-        val_every=150, val_lpips=True, ckpt_every=150,
+        high_frequency_weight=10.0, high_frequency_scales=(8,), val_every=150, val_lpips=True, ckpt_every=150,
     )
 
 
