@@ -145,7 +145,7 @@ def check_disk(upscaler, job: Job, scale: int, outscale, size) -> None:
     """
     import shutil
 
-    from progsr.imageio import FORMATS, image_header
+    from progsr.imageio import image_header
 
     width, height, channels, itemsize = image_header(job.src)
     _, (out_h, out_w) = upscaler.plan(height, width, scale, outscale, size)

@@ -78,8 +78,7 @@ def export_onnx_graphs(weights: str, stem, scales=None, realism: float | None = 
         up = Upscaler(weights, device="cpu", realism=realism)  # a PATH with realism is Upscaler's one-line error
         model, meta = up.model, {"realism": f"{realism:g}", "source": "shipped psnr + gan blend"}
     elif weights in ("psnr", "gan") or str(weights).endswith(".safetensors"):
-        from progsr.models.io import shipped_model_path
-        from progsr.models.io import load_generator
+        from progsr.models.io import load_generator, shipped_model_path
 
         path = shipped_model_path(weights) if weights in ("psnr", "gan") else Path(weights)
         model, _ = load_generator(path)

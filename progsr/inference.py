@@ -47,6 +47,8 @@ from progsr.tiling import (MIN_TILE, Progress, activation_bytes_per_pixel, choos
 
 DEFAULT_MAX_PIXELS = 16_777_216  # input pixels (4096 x 4096); the output has scale^2 times as many
 DEFAULT_PRE_PAD = 0  # LR pixels of reflection around the image (see step 2 above)
+
+
 class Upscaler:
     """Loads a generator once and upscales PIL images, numpy arrays or files with it.
 
@@ -152,6 +154,8 @@ class Upscaler:
             if key != self.realism:
                 self.model.load_state_dict(self._blend.state(key))  # copies into the parameters on their device
                 self.realism = key
+
+    # ------------------------------------------------------------------------------------------ planning
 
     def plan(self, height: int, width: int, scale: int = 8, outscale: float | None = None,
              size: tuple[int, int] | None = None) -> tuple[int, tuple[int, int]]:
@@ -399,4 +403,3 @@ class Upscaler:
     def _as_kind(kind: str, data: ImageData):
         """A result as the kind its input was: numpy for numpy, else PIL."""
         return data.pixels if kind == "numpy" else to_pil(data)
-
