@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 from collections import OrderedDict
 from pathlib import Path
 
@@ -83,31 +82,29 @@ class RealismBlend:
     """State dicts (1 - r) * psnr + r * gan of the shipped weights, each r computed once (8 kept, on the CPU).
 
     r = 0 needs only the psnr file and r = 1 only the gan file; both must have `config`'s architecture.
+    Not locked: its caller (Upscaler.set_realism) holds the Upscaler's lock.
     """
 
     def __init__(self, config: GeneratorConfig, cache_size: int = 8):
         self.config, self.cache_size = config, cache_size
         self.cache: OrderedDict[float, dict] = OrderedDict()
         self._shipped: dict[str, dict] = {}
-        self._lock = threading.RLock()
 
     def state(self, r: float) -> dict:
         """The blended state dict for realism r in [0, 1]."""
-        with self._lock:
-            if r not in self.cache:
-                if r == 0.0:
-                    state = self._load("psnr")
-                elif r == 1.0:
-                    state = self._load("gan")
-                else:
-                    psnr, gan = self._load("psnr"), self._load("gan")
-                    state = {k: torch.lerp(psnr[k], gan[k], r) if psnr[k].is_floating_point() else psnr[k]
-                             for k in psnr}
-                self.cache[r] = state
-                while len(self.cache) > self.cache_size:
-                    self.cache.popitem(last=False)
-            self.cache.move_to_end(r)
-            return self.cache[r]
+        if r not in self.cache:
+            if r == 0.0:
+                state = self._load("psnr")
+            elif r == 1.0:
+                state = self._load("gan")
+            else:
+                psnr, gan = self._load("psnr"), self._load("gan")
+                state = {k: torch.lerp(psnr[k], gan[k], r) if psnr[k].is_floating_point() else psnr[k] for k in psnr}
+            self.cache[r] = state
+            while len(self.cache) > self.cache_size:
+                self.cache.popitem(last=False)
+        self.cache.move_to_end(r)
+        return self.cache[r]
 
     def _load(self, name: str) -> dict:
         """The CPU state dict of a shipped model, loaded once; UserError if its architecture differs."""
