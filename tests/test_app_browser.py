@@ -200,6 +200,9 @@ def test_realism_slider_switches_between_the_psnr_and_gan_models(browser, realis
     for r in ("1", "0", "0.5"):
         number.fill(r)
         number.press("Enter")
+        # the run sends the slider's value: click only once the number box has reached the slider
+        page.wait_for_function("([sel, v]) => parseFloat(document.querySelector(sel).value) === v",
+                               arg=["#realism input[type=range]", float(r)])
         page.locator("#run").click()
         page.locator("#info").get_by_text(f"realism {r}").wait_for()
         response = page.request.get(page.locator("#download a").first.get_attribute("href"))
