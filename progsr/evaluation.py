@@ -58,10 +58,11 @@ class BenchConfig:
 # ----------------------------------------------------------------------------------------------- data
 
 
-def _data_root(cfg: BenchConfig) -> Path:
+def data_root(root=None) -> Path:
+    """The benchmark data folder: `root`, else $PROGSR_DATA, else ../shared/data/test; a UserError if none."""
     from progsr.paths import shared_dir
 
-    root = cfg.data_root or os.environ.get("PROGSR_DATA")
+    root = root or os.environ.get("PROGSR_DATA")
     if not root and shared_dir() is not None and (shared_dir() / "data" / "test").is_dir():
         root = shared_dir() / "data" / "test"  # the dev data beside the checkout (../shared or $PROGSR_SHARED)
     if not root:
@@ -215,7 +216,7 @@ def run_benchmark(cfg: BenchConfig) -> dict:
     """Run the protocol over every dataset and scale; returns the results document (written as JSON)."""
     from tqdm import tqdm
 
-    root = _data_root(cfg)
+    root = data_root(cfg.data_root)
     tty = sys.stderr.isatty()  # a bar on a terminal; a log gets one plain line per dataset and scale
     scales = sorted(set(cfg.scales))
     if not scales or min(scales) < 2:

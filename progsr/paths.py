@@ -19,7 +19,9 @@ def shared_dir() -> Path | None:
     return None
 
 
-WEIGHT_NAMES = {"psnr": "progsr_x8_psnr.safetensors", "gan": "progsr_x8_gan.safetensors"}
+# The bicubic-trained fidelity and GAN models, and their real-world (degradation-trained) counterparts.
+WEIGHT_NAMES = {"psnr": "progsr_x8_psnr.safetensors", "gan": "progsr_x8_gan.safetensors",
+                "real": "progsr_x8_real.safetensors", "realgan": "progsr_x8_realgan.safetensors"}
 
 
 def weights_dir() -> Path:
@@ -34,5 +36,5 @@ def weights_dir() -> Path:
 
 
 def shipped_weights(name: str) -> Path:
-    """Path of a shipped model ('psnr' or 'gan'); it may not exist yet if that model is not released."""
+    """Path of a shipped model (a WEIGHT_NAMES key); it may not exist yet if that model is not released."""
     return weights_dir() / WEIGHT_NAMES[name]

@@ -112,6 +112,13 @@ def test_presets_are_valid():
     assert gan.perceptual_net == "vgg" and gan.val_lpips
 
 
+def test_the_real_world_preset_degrades_its_inputs_and_replays_no_fade():
+    real = load_config("x8_real")
+    assert real.degradation and real.schedule == "simultaneous" and real.phase == "psnr"
+    with pytest.raises(UserError, match="degradation: noise_range"):
+        check_config(apply_overrides(real, ['degradation={"noise_range": [9, 1]}']))
+
+
 def test_overrides_are_typed():
     cfg = apply_overrides(TrainConfig(), ["batch_size=4", "lr=1e-3", "fade_iters=[1,2]", "amp=false",
                                           "generator.blocks=[1,1,1]", "schedule=simultaneous"])
@@ -162,6 +169,20 @@ def test_missing_data_folder_is_an_error_before_any_work(tmp_path, folders):
 
 
 # ------------------------------------------------------------------------------------------- end to end
+
+
+def test_tiny_degraded_run_validates_on_the_medium_level(tmp_path, folders):
+    out = tmp_path / "real"
+    assert _run(folders, out, "--set", 'degradation={"order": "shuffled"}', "--iters", "8") == 0
+    records = _records(out)
+    bicubic = records[0]
+    from progsr.training.data import load_validation
+    from progsr.training.validation import make_validation_set
+
+    clean = make_validation_set(load_validation(str(folders / "val"))[1], [8])
+    clean_bicubic = float(np.mean([psnr(imresize(lr, scale=8), hr, crop_border=8) for _, hr, lr in clean]))
+    assert bicubic["val/bicubic_x8"] < clean_bicubic - 0.1  # the baseline is scored on degraded LR
+    assert json.loads((out / "config.json").read_text())["degradation"] == {"order": "shuffled"}
 
 
 def test_tiny_psnr_then_gan_end_to_end(tmp_path, folders):

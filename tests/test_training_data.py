@@ -162,3 +162,19 @@ def test_the_validation_split_is_no_benchmark_and_no_training_image(shared):
     assert len(others) == 5 + 14 + 100 + 291
     assert _near_duplicates(val_thumbs, others) == []
     assert _near_duplicates(val_thumbs[:1], val_thumbs[:1]) == [(val[0][0], val[0][0])]  # the check can fire
+
+
+@pytest.mark.parametrize("scale", [2, 4, 8])
+def test_degraded_crops_keep_clean_targets_and_resume_bit_identically(rng, scale):
+    from progsr.degradations import DegradationConfig, degrade
+
+    pyramids = [build_pyramid(i, 3) for i in _images(rng)]
+    clean = PyramidCrops(pyramids, (10, 6, 4), seed=3)
+    degraded = PyramidCrops(pyramids, (10, 6, 4), seed=3, degradation=DegradationConfig())
+    lr_c, targets_c = clean.crops([5, 6, 7], scale)
+    lr_d, targets_d = degraded.crops([5, 6, 7], scale)
+    assert lr_d.shape == lr_c.shape and not torch.equal(lr_d, lr_c)
+    assert all(torch.equal(a, b) for a, b in zip(targets_c, targets_d))  # the targets stay the clean levels
+    assert torch.equal(lr_d[1], degrade(targets_d[-1][1], scale, DegradationConfig(), 3, 6))  # LR from the HR crop
+    again, _ = PyramidCrops(pyramids, (10, 6, 4), seed=3, degradation=DegradationConfig()).crops([6], scale)
+    assert torch.equal(again[0], lr_d[1])

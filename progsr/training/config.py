@@ -26,6 +26,8 @@ class TrainConfig:
     lr_crop: tuple[int, ...] = (48, 32, 24)  # LR crop in pixels for x2, x4, x8 samples (HR crops 96, 128, 192)
     scale_aug: tuple[float, ...] = (1.0, 0.9, 0.8, 0.7, 0.6)  # the HR images are also used shrunk by these factors
     augment: bool = True  # random flips and 90-degree rotations
+    degradation: dict = field(default_factory=dict)  # {} = clean LR (HR/s); DegradationConfig fields = LR degraded
+    # on the fly from the HR crop by progsr.degradations ({"order": "second_order"}: Real-ESRGAN's published ranges)
     seed: int = 0
 
     # curriculum: stage 1 alone, then each further stage faded in (alpha 0 -> 1) and then stable
@@ -117,7 +119,17 @@ def _preset_x8_gan() -> TrainConfig:
     )
 
 
-PRESETS = {"x8_psnr": _preset_x8_psnr, "x8_gan": _preset_x8_gan, "tiny": _preset_tiny}
+def _preset_x8_real() -> TrainConfig:
+    # Fine-tuned from the shipped PSNR weights (--init) on LR degraded on the fly with Real-ESRGAN's
+    # published second-order pipeline; the targets stay the clean pyramid levels. All stages train from
+    # the first iteration (no fade replay on trained weights). Validation runs on the "medium" level.
+    return TrainConfig(
+        degradation={"order": "second_order"}, schedule="simultaneous", scale_mix=(0.25, 0.35, 0.4),
+        iters=100000, lr_decay_iters=100000, lr=1e-4, warmup_iters=100, val_every=500, ckpt_every=500,
+    )
+
+
+PRESETS = {"x8_psnr": _preset_x8_psnr, "x8_gan": _preset_x8_gan, "x8_real": _preset_x8_real, "tiny": _preset_tiny}
 CHOICES = {
     "phase": ("psnr", "gan"),
     "pixel_loss": ("charbonnier", "mse"),
@@ -206,6 +218,10 @@ def check_config(cfg: TrainConfig) -> None:
     if not set(cfg.high_frequency_scales) <= {2 ** k for k in range(1, n + 1)}:
         raise UserError(f"config: high_frequency_scales must be among the generator's scales "
                         f"({', '.join(str(2 ** k) for k in range(1, n + 1))}), got {list(cfg.high_frequency_scales)}")
+    if cfg.degradation:
+        from progsr.degradations import DegradationConfig
+
+        DegradationConfig.from_dict(cfg.degradation)
     if min(cfg.lr_crop) < 2:
         raise UserError(f"config: lr_crop sizes must be >= 2 px, got {list(cfg.lr_crop)}")
     if cfg.phase == "gan" and d_cfg.num_stages != n:

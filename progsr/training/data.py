@@ -134,8 +134,10 @@ class PyramidCrops:
     equally likely, whatever the image sizes), then flipped/rotated as one.
     """
 
-    def __init__(self, pyramids: list[list[np.ndarray]], lr_crop, seed: int, augment: bool = True, device="cpu"):
+    def __init__(self, pyramids: list[list[np.ndarray]], lr_crop, seed: int, augment: bool = True, device="cpu",
+                 degradation=None):
         self.num_stages = len(pyramids[0]) - 1 if pyramids else 0
+        self.degradation = degradation  # a DegradationConfig: the LR is made from the HR crop, not cut from HR/s
         self.lr_crop, self.seed, self.augment, self.device = tuple(lr_crop), seed, augment, torch.device(device)
         self.sizes = np.array([[level.shape[:2] for level in pyr] for pyr in pyramids], dtype=np.int64)  # (N, L, 2)
         self.flat, self.offsets = [], []
@@ -165,7 +167,10 @@ class PyramidCrops:
         return image, y, x, int(rng.integers(0, 8)) if self.augment else 0
 
     def crops(self, indices, scale: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """(LR Nx3xhxw, [stage 1 target, ..., HR]) float32 in [0, 1] on the device for these sample indices."""
+        """(LR Nx3xhxw, [stage 1 target, ..., HR]) float32 in [0, 1] on the device for these sample indices.
+
+        With a degradation the targets stay the clean pyramid levels and the LR is the degraded HR crop.
+        """
         k = int(scale).bit_length() - 1
         picks = torch.tensor([self.describe(i, scale) for i in indices], device=self.device, dtype=torch.int64)
         image, y, x, transform = picks.unbind(1)
@@ -182,6 +187,10 @@ class PyramidCrops:
         if self.augment:
             codes = transform.tolist()
             levels = [torch.stack([augment(t[n], code) for n, code in enumerate(codes)]) for t in levels]
+        if self.degradation is not None:
+            from progsr.degradations import degrade_batch
+
+            levels[0] = degrade_batch(levels[-1], scale, self.degradation, self.seed, indices)
         return levels[0], levels[1:]
 
     def batch(self, it: int, counts: list[int], rank: int = 0, world_size: int = 1):

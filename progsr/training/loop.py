@@ -87,6 +87,7 @@ def train(cfg: TrainConfig, data_dirs: list[Path], val: str | None, out: Path, r
     from progsr.metrics import build_lpips
     from progsr.models.discriminator import ProgressiveDiscriminator
     from progsr.models.generator import ProgressiveGenerator
+    from progsr.degradations import DegradationConfig
     from progsr.training.data import PyramidCrops, load_pyramids, load_validation
     from progsr.training.steps import build_perceptual_loss, train_step
     from progsr.training.validation import (bicubic_baseline, make_validation_set, plot_learning_curve,
@@ -166,9 +167,13 @@ def train(cfg: TrainConfig, data_dirs: list[Path], val: str | None, out: Path, r
     # ---- data: every rank holds the pyramids on its device; the crop stream is sharded by rank
     log("loading the training pyramids (built once, then cached; see progsr/TRAINING.md)")
     pyramids = load_pyramids(data_dirs, cfg.scale_aug, num_stages, progress=interactive)
-    crops = PyramidCrops(pyramids, cfg.lr_crop, cfg.seed, augment=cfg.augment, device=device)
+    degradation = DegradationConfig.from_dict(cfg.degradation) if cfg.degradation else None
+    crops = PyramidCrops(pyramids, cfg.lr_crop, cfg.seed, augment=cfg.augment, device=device, degradation=degradation)
     val_name, val_images = load_validation(val) if val else ("none", [])
-    val_set = make_validation_set(val_images, [2**k for k in range(1, num_stages + 1)])
+    val_level = "medium" if degradation is not None else "clean"  # a degraded-input model is chosen on degraded LR
+    val_set = make_validation_set(val_images, [2**k for k in range(1, num_stages + 1)], val_level)
+    if val_level != "clean":
+        val_name = f"{val_name}, level {val_level}"
     if resume is not None:
         set_rng_state(resume["rng"])  # last: nothing above may consume randomness after this
 

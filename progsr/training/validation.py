@@ -10,11 +10,12 @@ import torch
 from progsr.pixels import tensor_to_u8, u8_to_tensor
 
 
-def make_validation_set(images, scales) -> list[tuple[int, np.ndarray, np.ndarray]]:
-    """(scale, HR modcropped to it, its MATLAB-bicubic uint8 LR) for each image and scale: the benchmark protocol."""
-    from progsr.evaluation import make_lr
+def make_validation_set(images, scales, level: str = "clean") -> list[tuple[int, np.ndarray, np.ndarray]]:
+    """(scale, HR modcropped to it, its uint8 LR) for each image and scale: the benchmark protocol, its LR made
+    at one of progsr.degradations.LEVELS ("clean" is the plain MATLAB-bicubic LR)."""
+    from progsr.degradations import degrade_level
 
-    return [(s, *make_lr(hr_full, s)) for s in scales for _, hr_full in images]
+    return [(s, *degrade_level(hr_full, s, level, name)) for s in scales for name, hr_full in images]
 
 
 def mean_scores(results, lpips_model=None) -> dict:
