@@ -1,12 +1,16 @@
-"""The training loop, in one function: build, resume, then step / log / validate / checkpoint until told to stop."""
+"""The training loop: set up the process, build the models and data, then step / log / validate / checkpoint.
+
+`train` reads top to bottom as those named steps. Under DDP every decision that depends on a clock
+(the budget's learning-rate fraction, a timed checkpoint, a stop) is taken from rank 0's clock and
+shared in the one all-reduce per iteration, so replicas never drift and never wait on different
+collectives.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import copy
 import dataclasses
-import json
-import math
 import os
 import random
 import signal
@@ -20,11 +24,10 @@ import torch.distributed as dist
 
 from progsr.devices import resolve_device
 from progsr.errors import UserError
-from progsr.training.checkpoints import (CHECKPOINT_FORMAT, MetricsLog, checkpoint_dir, list_checkpoints,
-                                         read_init_weights, read_metrics, rng_state, save_atomic, set_rng_state,
-                                         weights_digest)
+from progsr.training.checkpoints import read_init_weights, set_rng_state
 from progsr.training.config import (TrainConfig, batch_split, build_model_configs, check_config, learning_rate,
                                     schedule, stage_boundaries)
+from progsr.training.writer import LossLog, RunWriter
 
 
 @dataclasses.dataclass
@@ -61,6 +64,182 @@ class StopSignals:
             signal.signal(sig, old)
 
 
+@dataclasses.dataclass
+class Process:
+    """This process's place in the run: device, DDP rank and world size."""
+
+    device: torch.device
+    rank: int
+    world_size: int
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def interactive(self) -> bool:
+        return self.is_main and sys.stderr.isatty()
+
+    def log(self, msg: str) -> None:
+        """A progress line on stderr, from rank 0 only."""
+        if self.is_main:
+            print(f"progsr train: {msg}", file=sys.stderr, flush=True)
+
+
+@dataclasses.dataclass
+class Models:
+    """The generator, its EMA, the discriminator (gan phase) and their optimisers."""
+
+    G: torch.nn.Module
+    G_ema: torch.nn.Module
+    D: torch.nn.Module | None
+    opt_G: torch.optim.Optimizer
+    opt_D: torch.optim.Optimizer | None
+
+    def modules(self) -> list[torch.nn.Module]:
+        return [m for m in (self.G, self.G_ema, self.D) if m is not None]
+
+
+@dataclasses.dataclass
+class Clock:
+    """Training time (everything but validation and checkpoints), shared from rank 0 under DDP."""
+
+    train_seconds: float = 0.0  # of the whole run
+    chunk_seconds: float = 0.0  # of this invocation
+    last_ckpt_seconds: float = 0.0
+
+
+def setup_process(device_name: str) -> Process:
+    """The device and rank of this process; joins the process group under torchrun."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    device = resolve_device(device_name, int(os.environ.get("LOCAL_RANK", "0")))
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return Process(device, int(os.environ.get("RANK", "0")), world_size)
+
+
+def seed_everything(seed: int) -> None:
+    """Python, numpy and torch seeded alike on every rank (so replicas start identical)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def build_models(cfg: TrainConfig, proc: Process, resume: dict | None) -> Models:
+    """G (from --init weights on a fresh run), its EMA copy, D in the gan phase, and Adam for each."""
+    from progsr.models.discriminator import ProgressiveDiscriminator
+    from progsr.models.generator import ProgressiveGenerator
+
+    g_cfg, d_cfg = build_model_configs(cfg)
+    G = ProgressiveGenerator(g_cfg).to(proc.device)
+    D = ProgressiveDiscriminator(d_cfg).to(proc.device) if cfg.phase == "gan" else None
+    if resume is None and cfg.init:
+        init_cfg, init_state = read_init_weights(cfg.init)
+        init_g_cfg = type(g_cfg).from_dict(init_cfg)
+        if not init_g_cfg.grows_into(g_cfg):
+            raise UserError(f"{cfg.init}: its generator config {init_cfg} differs from the run's {cfg.generator}")
+        if init_g_cfg != g_cfg:
+            proc.log(f"growing the generator's blocks {list(init_g_cfg.blocks)} -> {list(g_cfg.blocks)} "
+                     f"(added blocks start as identities)")
+        G.load_grown(init_state, init_g_cfg)
+    elif resume is None and cfg.phase == "gan":
+        proc.log("warning: gan phase without --init; the generator starts from random weights, not from PSNR weights")
+    G_ema = copy.deepcopy(G).eval().requires_grad_(False)
+    opt_G = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
+    opt_D = torch.optim.Adam(D.parameters(), lr=cfg.d_lr, betas=tuple(cfg.d_betas)) if D is not None else None
+    return Models(G, G_ema, D, opt_G, opt_D)
+
+
+def restore(models: Models, resume: dict | None, world_size: int) -> tuple[int, float, list]:
+    """Load a checkpoint's weights and optimiser states; (start iteration, train seconds, validation history).
+
+    Then rank 0's weights are broadcast, so every replica starts bit-identical.
+    """
+    start, train_seconds, history = 0, 0.0, []
+    if resume is not None:
+        models.G.load_state_dict(resume["G"])
+        models.G_ema.load_state_dict(resume["G_ema"])
+        models.opt_G.load_state_dict(resume["opt_G"])
+        if models.D is not None:
+            models.D.load_state_dict(resume["D"])
+            models.opt_D.load_state_dict(resume["opt_D"])
+        start, train_seconds = resume["iteration"], resume["run"]["train_seconds"]
+        history = list(resume["run"].get("validation", []))
+    if world_size > 1:
+        for module in models.modules():
+            for t in list(module.parameters()) + list(module.buffers()):
+                dist.broadcast(t.data, src=0)
+    return start, train_seconds, history
+
+
+def prepare_for_device(models: Models, cfg: TrainConfig, device: torch.device):
+    """(autocast context, memory format): bf16 autocast and channels_last on CUDA; compiled blocks if asked."""
+    cuda = device.type == "cuda"
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if cuda and cfg.amp else contextlib.nullcontext()
+    memory_format = torch.channels_last if cuda and cfg.channels_last else torch.contiguous_format
+    if memory_format == torch.channels_last:
+        for module in models.modules():
+            module.to(memory_format=memory_format)
+    if cfg.compile:
+        # Compile the blocks, not the models: scale, stage and alpha stay plain Python in the eager
+        # forward, so a changing alpha never recompiles, and state_dict keys stay unchanged.
+        for stage in models.G.stages:
+            stage.compile()
+        models.G.head.compile()
+        if models.D is not None:
+            for block in models.D.blocks:
+                block.compile()
+    return amp, memory_format
+
+
+@dataclasses.dataclass
+class Data:
+    """The training crop stream and the validation set."""
+
+    crops: object
+    images: int
+    val_name: str
+    val_images: list
+    val_set: list
+
+
+def load_data(cfg: TrainConfig, data_dirs: list[Path], val: str | None, num_stages: int, proc: Process) -> Data:
+    """Pyramids of the training images (cached) as a crop stream, and the validation set.
+
+    A degraded-input run validates on the "medium" level of progsr.degradations.LEVELS: the model is
+    chosen for the inputs it is made for.
+    """
+    from progsr.degradations import DegradationConfig
+    from progsr.training.data import PyramidCrops, load_pyramids, load_validation
+    from progsr.training.validation import make_validation_set
+
+    proc.log("loading the training pyramids (built once, then cached; see progsr/TRAINING.md)")
+    pyramids = load_pyramids(data_dirs, cfg.scale_aug, num_stages, progress=proc.interactive)
+    degradation = DegradationConfig.from_dict(cfg.degradation) if cfg.degradation else None
+    crops = PyramidCrops(pyramids, cfg.lr_crop, cfg.seed, augment=cfg.augment, device=proc.device,
+                         degradation=degradation)
+    val_name, val_images = load_validation(val) if val else ("none", [])
+    level = "medium" if degradation is not None else "clean"
+    val_set = make_validation_set(val_images, [2**k for k in range(1, num_stages + 1)], level)
+    if level != "clean":
+        val_name = f"{val_name}, level {level}"
+    return Data(crops, len(pyramids), val_name, val_images, val_set)
+
+
+def update_ema(G_ema: torch.nn.Module, G: torch.nn.Module, it: int, ema_beta: float) -> None:
+    """G_ema <- beta G_ema + (1 - beta) G, beta = min(ema_beta, (1 + it) / (10 + it)); buffers are copied.
+
+    The ramp keeps the average from dragging in the random init during the first iterations.
+    """
+    beta = min(ema_beta, (1 + it) / (10 + it))
+    with torch.no_grad():
+        torch._foreach_lerp_(list(G_ema.parameters()), list(G.parameters()), 1.0 - beta)
+        for b_ema, b in zip(G_ema.buffers(), G.buffers()):
+            b_ema.copy_(b)
+
+
 def _sync_grads(params, world_size: int) -> None:
     """Average the gradients over DDP ranks with one all-reduce of a flat buffer (as stylegan2-ada does)."""
     params = [p for p in params if p.grad is not None]
@@ -73,246 +252,131 @@ def _sync_grads(params, world_size: int) -> None:
         p.grad.copy_(g.view_as(p.grad))
 
 
-def _broadcast(module, world_size: int) -> None:
-    if world_size > 1:
-        for t in list(module.parameters()) + list(module.buffers()):
-            dist.broadcast(t.data, src=0)
+def share_clock(clock: Clock, stop: bool, proc: Process) -> bool:
+    """Under DDP: every rank takes rank 0's clock, and stops if any rank wants to (one all-reduce)."""
+    if proc.world_size == 1:
+        return stop
+    main = proc.is_main
+    flag = torch.tensor([float(stop), clock.train_seconds if main else 0.0, clock.chunk_seconds if main else 0.0],
+                        dtype=torch.float64, device=proc.device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)  # times are >= 0, so the max is rank 0's
+    clock.train_seconds, clock.chunk_seconds = float(flag[1]), float(flag[2])
+    return bool(flag[0])
 
 
 def train(cfg: TrainConfig, data_dirs: list[Path], val: str | None, out: Path, resume: dict | None = None,
           limits: RunLimits | None = None, device_name: str = "auto") -> dict:
-    """Run (or continue) training; returns {"iteration", "stopped_early", "last_val"}."""
-    from tqdm import tqdm
-
+    """Run (or continue) training; returns {"iteration", "stopped_early", "last_val", "interrupted"}."""
     from progsr.metrics import build_lpips
-    from progsr.models.discriminator import ProgressiveDiscriminator
-    from progsr.models.generator import ProgressiveGenerator
-    from progsr.degradations import DegradationConfig
-    from progsr.training.data import PyramidCrops, load_pyramids, load_validation
-    from progsr.training.steps import build_perceptual_loss, train_step
-    from progsr.training.validation import (bicubic_baseline, make_validation_set, plot_learning_curve,
-                                            save_sample_grid, validate)
+    from progsr.training.steps import build_perceptual_loss
+    from progsr.training.validation import bicubic_baseline
 
     limits = limits or RunLimits()
     t_start = time.time()
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    device = resolve_device(device_name, int(os.environ.get("LOCAL_RANK", "0")))
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    if world_size > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    is_main = rank == 0
-    log = (lambda msg: print(f"progsr train: {msg}", file=sys.stderr, flush=True)) if is_main else (lambda msg: None)
-    interactive = is_main and sys.stderr.isatty()
-
-    # ---- config, seeds, models
+    proc = setup_process(device_name)
     check_config(cfg)
-    g_cfg, d_cfg = build_model_configs(cfg)
-    num_stages, max_scale = g_cfg.num_stages, g_cfg.max_scale
-    random.seed(cfg.seed)
-    np.random.seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
-    G = ProgressiveGenerator(g_cfg).to(device)
-    D = ProgressiveDiscriminator(d_cfg).to(device) if cfg.phase == "gan" else None
-    if resume is None and cfg.init:
-        init_cfg, init_state = read_init_weights(cfg.init)
-        init_g_cfg = type(g_cfg).from_dict(init_cfg)
-        if not init_g_cfg.grows_into(g_cfg):
-            raise UserError(f"{cfg.init}: its generator config {init_cfg} differs from the run's {cfg.generator}")
-        if init_g_cfg != g_cfg:
-            log(f"growing the generator's blocks {list(init_g_cfg.blocks)} -> {list(g_cfg.blocks)} "
-                f"(added blocks start as identities)")
-        G.load_grown(init_state, init_g_cfg)
-    elif resume is None and cfg.phase == "gan":
-        log("warning: gan phase without --init; the generator starts from random weights, not from PSNR weights")
-    G_ema = copy.deepcopy(G).eval().requires_grad_(False)
-    opt_G = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
-    opt_D = torch.optim.Adam(D.parameters(), lr=cfg.d_lr, betas=tuple(cfg.d_betas)) if D is not None else None
-    lpips_loss = build_perceptual_loss(cfg, device)
+    seed_everything(cfg.seed)
+    models = build_models(cfg, proc, resume)
+    lpips_loss = build_perceptual_loss(cfg, proc.device)
     # LPIPS-alex is the benchmark's metric: the GAN recipe validates on it and trains on LPIPS-vgg.
-    val_lpips = build_lpips("alex", cfg.backbones or None, device=device) if cfg.val_lpips and is_main else None
-
-    start, train_seconds, history = 0, 0.0, []
-    if resume is not None:
-        G.load_state_dict(resume["G"])
-        G_ema.load_state_dict(resume["G_ema"])
-        opt_G.load_state_dict(resume["opt_G"])
-        if D is not None:
-            D.load_state_dict(resume["D"])
-            opt_D.load_state_dict(resume["opt_D"])
-        start, train_seconds = resume["iteration"], resume["run"]["train_seconds"]
-        history = list(resume["run"].get("validation", []))
-    for module in (G, G_ema, D):
-        if module is not None:
-            _broadcast(module, world_size)
-
-    cuda = device.type == "cuda"
-    amp = torch.autocast("cuda", dtype=torch.bfloat16) if cuda and cfg.amp else contextlib.nullcontext()
-    memory_format = torch.channels_last if cuda and cfg.channels_last else torch.contiguous_format
-    if memory_format == torch.channels_last:
-        for module in (G, G_ema, D):
-            if module is not None:
-                module.to(memory_format=memory_format)
-    if cfg.compile:
-        # Compile the blocks, not the models: scale, stage and alpha stay plain Python in the eager
-        # forward, so a changing alpha never recompiles, and state_dict keys stay unchanged.
-        for stage in G.stages:
-            stage.compile()
-        G.head.compile()
-        if D is not None:
-            for block in D.blocks:
-                block.compile()
-
-    # ---- data: every rank holds the pyramids on its device; the crop stream is sharded by rank
-    log("loading the training pyramids (built once, then cached; see progsr/TRAINING.md)")
-    pyramids = load_pyramids(data_dirs, cfg.scale_aug, num_stages, progress=interactive)
-    degradation = DegradationConfig.from_dict(cfg.degradation) if cfg.degradation else None
-    crops = PyramidCrops(pyramids, cfg.lr_crop, cfg.seed, augment=cfg.augment, device=device, degradation=degradation)
-    val_name, val_images = load_validation(val) if val else ("none", [])
-    val_level = "medium" if degradation is not None else "clean"  # a degraded-input model is chosen on degraded LR
-    val_set = make_validation_set(val_images, [2**k for k in range(1, num_stages + 1)], val_level)
-    if val_level != "clean":
-        val_name = f"{val_name}, level {val_level}"
+    val_lpips = build_lpips("alex", cfg.backbones or None, device=proc.device) if cfg.val_lpips and proc.is_main else None
+    start, train_seconds, history = restore(models, resume, proc.world_size)
+    amp, memory_format = prepare_for_device(models, cfg, proc.device)
+    data = load_data(cfg, data_dirs, val, models.G.config.num_stages, proc)
     if resume is not None:
         set_rng_state(resume["rng"])  # last: nothing above may consume randomness after this
 
-    out.mkdir(parents=True, exist_ok=True)
-    metrics = None
-    if is_main:
-        checkpoint_dir(out).mkdir(exist_ok=True)
-        (out / "samples").mkdir(exist_ok=True)
-        (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n", encoding="utf-8")
-        metrics = MetricsLog(out, start if resume is not None else None)
-        n_g = sum(p.numel() for p in G.parameters())
-        log(f"{'resuming at iteration ' + str(start) if resume else 'starting'}: phase {cfg.phase}, "
-            f"{cfg.schedule} schedule, to iteration {cfg.iters}, device {device}, {world_size} process(es), "
-            f"{torch.get_num_threads()} CPU thread(s), generator {n_g / 1e6:.2f} M params, {len(pyramids)} "
-            f"training pyramids, validation {val_name}")
-        if resume is None and val_set:
-            metrics.write({"it": 0, **bicubic_baseline(val_set)})
+    run_info = {"data": [str(d) for d in data_dirs], "val": str(val) if val else None, "val_name": data.val_name,
+                "world_size": proc.world_size, "images": data.images}
+    writer = RunWriter(out, cfg, proc, models, data, history, start, resume is not None, run_info)
+    n_g = sum(p.numel() for p in models.G.parameters())
+    proc.log(f"{'resuming at iteration ' + str(start) if resume else 'starting'}: phase {cfg.phase}, "
+             f"{cfg.schedule} schedule, to iteration {cfg.iters}, device {proc.device}, {proc.world_size} "
+             f"process(es), {torch.get_num_threads()} CPU thread(s), generator {n_g / 1e6:.2f} M params, "
+             f"{data.images} training pyramids, validation {data.val_name}")
+    if resume is None and data.val_set:
+        writer.write({"it": 0, **bicubic_baseline(data.val_set)})
+    clock = Clock(train_seconds, 0.0, train_seconds)
+    done, stopped_early, interrupted = run_loop(cfg, proc, models, data, writer, clock, start, limits, t_start,
+                                                lpips_loss, val_lpips, amp, memory_format)
+    if start >= cfg.iters:
+        proc.log(f"nothing to do: the run is already at iteration {start} of {cfg.iters} (raise --iters to continue)")
+    writer.close()
+    if proc.world_size > 1:
+        dist.barrier()
+    return {"iteration": done, "stopped_early": stopped_early, "last_val": history[-1] if history else None,
+            "interrupted": interrupted}
 
-    run_info = {"data": [str(d) for d in data_dirs], "val": str(val) if val else None, "val_name": val_name,
-                "world_size": world_size, "images": len(pyramids)}
-    samples_per_iteration = cfg.batch_size * world_size
 
-    def save_checkpoint(iteration: int) -> None:
-        """All ranks check their replicas agree; rank 0 writes the checkpoint and prunes old ones."""
-        if world_size > 1:
-            digest = weights_digest(*(m for m in (G, G_ema, D) if m is not None))
-            digests = [None] * world_size
-            dist.all_gather_object(digests, digest)
-            if len(set(digests)) != 1:
-                raise RuntimeError(f"DDP replicas diverged at iteration {iteration}: {digests}")
-            if is_main:
-                metrics.write({"it": iteration, "replica_sha256": digests})
-        if not is_main:
-            return
-        state = {
-            "format": CHECKPOINT_FORMAT, "iteration": iteration, "config": dataclasses.asdict(cfg),
-            "run": {**run_info, "train_seconds": train_seconds, "validation": history},
-            "G": G.state_dict(), "G_ema": G_ema.state_dict(), "opt_G": opt_G.state_dict(),
-            "D": D.state_dict() if D is not None else None, "opt_D": opt_D.state_dict() if D is not None else None,
-            "rng": rng_state(),
-        }
-        save_atomic(state, checkpoint_dir(out) / f"ckpt_{iteration:08d}.pt")
-        for old in list_checkpoints(out)[: -cfg.keep_ckpts]:
-            old.unlink(missing_ok=True)
+def run_loop(cfg, proc: Process, models: Models, data: Data, writer: RunWriter, clock: Clock, start: int,
+             limits: RunLimits, t_start: float, lpips_loss, val_lpips, amp, memory_format):
+    """The iterations: step, EMA, then log / stop / validate / checkpoint; (done, stopped early, signal name)."""
+    from tqdm import tqdm
 
-    def run_validation(iteration: int, stage: int, alpha: float) -> None:
-        if not is_main or not val_set:
-            return
-        record = {"it": iteration, "samples": iteration * samples_per_iteration, "stage": stage, "alpha": alpha,
-                  "time": round(train_seconds, 3), **validate(G_ema, val_set, device, 2**stage, alpha, val_lpips)}
-        history.append(record)
-        metrics.write(record)
-        save_sample_grid(G_ema, val_images, out / "samples" / f"it_{iteration:08d}.png", max_scale,
-                         alpha if stage == num_stages else 1.0, device)
-        plot_learning_curve(read_metrics(metrics.path), out / "learning_curve.png")
+    from progsr.training.steps import train_step
 
-    # ---- the loop
     boundaries = stage_boundaries(cfg)
-    sums: dict[str, tuple] = {}  # loss name -> (running sum, iterations) since the last log line
-    window_start, window_iters, chunk_seconds, last_ckpt_seconds = train_seconds, 0, 0.0, train_seconds
+    losses = LossLog(clock.train_seconds)
+    samples_per_iteration = cfg.batch_size * proc.world_size
     stopped_early, done = False, start
-    bar = tqdm(total=cfg.iters, initial=start, disable=not interactive, unit="it", dynamic_ncols=True, desc=cfg.phase)
-    G.train()
+    bar = tqdm(total=cfg.iters, initial=start, disable=not proc.interactive, unit="it", dynamic_ncols=True,
+               desc=cfg.phase)
+    models.G.train()
     with StopSignals() as signals:
         for it in range(start, cfg.iters):
             t_iter = time.time()
             stage, alpha = schedule(it, cfg)
-            groups = crops.batch(it, batch_split(cfg.batch_size, cfg.scale_mix, stage), rank, world_size)
+            groups = data.crops.batch(it, batch_split(cfg.batch_size, cfg.scale_mix, stage), proc.rank,
+                                      proc.world_size)
             groups = [(s, lr.contiguous(memory_format=memory_format),
                        [t.contiguous(memory_format=memory_format) for t in targets]) for s, lr, targets in groups]
             if limits.budget_minutes is not None:
-                lr_now = learning_rate(it - start, cfg.lr, cfg, chunk_seconds / (limits.budget_minutes * 60))
+                lr_now = learning_rate(it - start, cfg.lr, cfg, clock.chunk_seconds / (limits.budget_minutes * 60))
             else:
                 lr_now = learning_rate(it, cfg.lr, cfg)
-            terms = train_step(G, D, opt_G, opt_D, lpips_loss, groups, stage, alpha, cfg, amp, lr_now,
-                               lambda params: _sync_grads(params, world_size), G_ema)
-
-            # EMA of the generator; beta ramps up early so the average does not drag in the random init.
-            beta = min(cfg.ema_beta, (1 + it) / (10 + it))
-            with torch.no_grad():
-                torch._foreach_lerp_(list(G_ema.parameters()), list(G.parameters()), 1.0 - beta)
-                for b_ema, b in zip(G_ema.buffers(), G.buffers()):
-                    b_ema.copy_(b)
-
-            for key, value in terms.items():  # summed on the device: no sync until the next log line
-                total_so_far, count = sums.get(key, (0.0, 0))
-                sums[key] = (total_so_far + value.detach().float(), count + 1)
+            terms = train_step(models.G, models.D, models.opt_G, models.opt_D, lpips_loss, groups, stage, alpha, cfg,
+                               amp, lr_now, lambda params: _sync_grads(params, proc.world_size), models.G_ema)
+            update_ema(models.G_ema, models.G, it, cfg.ema_beta)
+            losses.add(terms)
             done = it + 1
             bar.update(1)
 
             # ---- bookkeeping: log, stop, validate, checkpoint
             log_now = done % cfg.log_every == 0 or done == cfg.iters
             if log_now:
-                means = {f"loss/{k}": float(v) / n for k, (v, n) in sums.items()}  # waits for the device
+                means = losses.means(done)
             elapsed = time.time() - t_iter  # training time: everything but validation and checkpoints
-            train_seconds += elapsed
-            chunk_seconds += elapsed
-            window_iters += 1
+            clock.train_seconds += elapsed
+            clock.chunk_seconds += elapsed
             if log_now:
-                if not all(math.isfinite(v) for v in means.values()):
-                    raise RuntimeError(f"training diverged at iteration {done}: {means}")
-                it_s = window_iters / max(1e-9, train_seconds - window_start)
-                if is_main:
-                    metrics.write({"it": done, "samples": done * samples_per_iteration, "stage": stage,
-                                   "alpha": round(alpha, 6), "lr": lr_now, **means, "it_s": round(it_s, 4),
-                                   "samples_s": round(it_s * samples_per_iteration, 3), "time": round(train_seconds, 3)})
-                    bar.set_postfix(stage=stage, alpha=f"{alpha:.2f}", loss=f"{means['loss/total']:.4g}", refresh=False)
-                    if not interactive:
-                        log(f"iteration {done}/{cfg.iters}: stage {stage}, loss {means['loss/total']:.4g}, "
-                            f"{it_s * samples_per_iteration:.1f} samples/s")
-                sums, window_start, window_iters = {}, train_seconds, 0
-            stop = [limits.stop_after is not None and done - start >= limits.stop_after,
-                    limits.max_minutes is not None and time.time() - t_start > limits.max_minutes * 60,
-                    limits.budget_minutes is not None and chunk_seconds >= limits.budget_minutes * 60,
-                    signals.requested is not None]
-            if world_size > 1:  # ranks must agree on when to stop: any rank's reason stops all of them
-                flag = torch.tensor([float(any(stop))], device=device)
-                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-                stop = [bool(flag.item())]
-            stop = any(stop)
+                it_s = losses.rate(clock.train_seconds)
+            if log_now and proc.is_main:
+                writer.write({"it": done, "samples": done * samples_per_iteration, "stage": stage,
+                              "alpha": round(alpha, 6), "lr": lr_now, **means, "it_s": round(it_s, 4),
+                              "samples_s": round(it_s * samples_per_iteration, 3),
+                              "time": round(clock.train_seconds, 3)})
+                bar.set_postfix(stage=stage, alpha=f"{alpha:.2f}", loss=f"{means['loss/total']:.4g}", refresh=False)
+                if not proc.interactive:
+                    proc.log(f"iteration {done}/{cfg.iters}: stage {stage}, loss {means['loss/total']:.4g}, "
+                             f"{it_s * samples_per_iteration:.1f} samples/s")
+            wants_stop = ((limits.stop_after is not None and done - start >= limits.stop_after)
+                          or (limits.max_minutes is not None and time.time() - t_start > limits.max_minutes * 60)
+                          or signals.requested is not None)
+            stop = share_clock(clock, wants_stop, proc)  # from here on every rank decides alike
+            stop = stop or (limits.budget_minutes is not None and clock.chunk_seconds >= limits.budget_minutes * 60)
             last = done == cfg.iters
-            timed_ckpt = cfg.ckpt_every_minutes > 0 and train_seconds - last_ckpt_seconds >= cfg.ckpt_every_minutes * 60
+            timed_ckpt = (cfg.ckpt_every_minutes > 0
+                          and clock.train_seconds - clock.last_ckpt_seconds >= cfg.ckpt_every_minutes * 60)
             if ((cfg.val_every and done % cfg.val_every == 0) or last or stop) and signals.requested is None:
-                run_validation(done, stage, alpha)
+                writer.validate(done, stage, alpha, clock.train_seconds, val_lpips)
             if done % cfg.ckpt_every == 0 or done in boundaries or last or stop or timed_ckpt:
-                save_checkpoint(done)
-                last_ckpt_seconds = train_seconds
+                writer.checkpoint(done, clock.train_seconds)
+                clock.last_ckpt_seconds = clock.train_seconds
             if stop and not last:
                 stopped_early = True
                 why = f"{signals.requested} received" if signals.requested else "limit reached"
-                log(f"stopping at iteration {done} of {cfg.iters} ({why}; checkpoint written): "
-                    f"continue with --resume auto")
+                proc.log(f"stopping at iteration {done} of {cfg.iters} ({why}; checkpoint written): "
+                         f"continue with --resume auto")
                 break
     bar.close()
-    if start >= cfg.iters:
-        log(f"nothing to do: the run is already at iteration {start} of {cfg.iters} (raise --iters to continue)")
-    if metrics is not None:
-        metrics.close()
-    if world_size > 1:
-        dist.barrier()
-    return {"iteration": done, "stopped_early": stopped_early, "last_val": history[-1] if history else None,
-            "interrupted": signals.requested}
+    return done, stopped_early, signals.requested
