@@ -19,8 +19,9 @@ from PIL import Image, ImageDraw  # noqa: E402
 
 from progsr.cli import run  # noqa: E402
 from progsr.errors import UserError  # noqa: E402
-from progsr.evaluation import BicubicMethod, GeneratorMethod, read_hr  # noqa: E402
+from progsr.evaluation import BicubicMethod, GeneratorMethod  # noqa: E402
 from progsr.imageio import write_image  # noqa: E402
+from progsr.protocol import read_hr  # noqa: E402
 from progsr.resize import imresize, modcrop  # noqa: E402
 
 LABEL_HEIGHT = 14

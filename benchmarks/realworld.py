@@ -29,7 +29,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def load_images(dataset: str, root, limit: int | None) -> list[tuple[str, np.ndarray]]:
     """[(name, uint8 HR)] of a dataset under the data root, or of the validation split for 'val'."""
-    from progsr.evaluation import data_root, dataset_files, read_hr
+    from progsr.evaluation import data_root, dataset_files
+    from progsr.protocol import read_hr
     from progsr.training.data import load_validation
 
     if dataset == "val":

@@ -324,7 +324,7 @@ def degrade_level(hr: np.ndarray, scale: int, level: str, name: str) -> tuple[np
     """
     from scipy.ndimage import gaussian_filter
 
-    from progsr.evaluation import make_lr
+    from progsr.protocol import make_lr
 
     if level not in LEVELS:
         raise UserError(f"unknown degradation level {level!r} (choose from {', '.join(LEVELS)})")

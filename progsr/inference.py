@@ -71,7 +71,7 @@ class Upscaler:
                  realism: float | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS,
                  pre_pad: int = DEFAULT_PRE_PAD, compile: bool = False,
                  max_output_pixels: int | None = -1):
-        from progsr.models.io import RealismBlend, load_generator, shipped_model_path
+        from progsr.models.io import RealismBlend, check_realism, load_generator, shipped_model_path
 
         if tile_overlap is not None and tile_overlap < 0:
             raise UserError(f"--tile-overlap {tile_overlap}: must be >= 0")
@@ -97,8 +97,7 @@ class Upscaler:
 
         self._blend = None  # the realism blend of the shipped weights, when realism is given
         if realism is not None:
-            if model not in ("psnr", "gan"):
-                raise UserError("--realism blends the shipped psnr and gan models; it cannot be used with --model PATH")
+            check_realism(model)
             self.model_name = "psnr+gan"
             base = "gan" if float(realism) == 1.0 else "psnr"  # the architecture; set_realism loads the weights
             self.model, self.metadata = load_generator(shipped_model_path(base), "cpu")

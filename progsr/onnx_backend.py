@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from progsr.errors import UserError
+from progsr.scales import scales_up_to, stage_of
 
 # Opset 17 (ONNX 1.12, 2022): Resize with cubic mode and every op used here, supported by ONNX Runtime >= 1.12,
 # onnxruntime-web, TensorRT >= 8.6, OpenVINO and DirectML.
@@ -70,7 +71,7 @@ def export_onnx(model, stem, scales=None, metadata: dict | None = None, overwrit
         raise UserError(f"{existing[0]}: already exists; pass --overwrite to replace it")
     paths[0].parent.mkdir(parents=True, exist_ok=True)
     for scale, path in zip(scales, paths):
-        outputs = [f"x{2**k}" for k in range(1, scale.bit_length())]
+        outputs = [f"x{s}" for s in scales_up_to(stage_of(scale))]
         axes = {"lr": {0: "batch", 2: "height", 3: "width"}}
         axes.update({name: {0: "batch", 2: f"height_{name}", 3: f"width_{name}"} for name in outputs})
         with atomic_output(path) as tmp, warnings.catch_warnings(), torch.no_grad():
@@ -111,7 +112,7 @@ class OnnxGenerator:
         candidates = [path]
         match = re.fullmatch(r"(.*)_x(\d+)\.onnx", path.name)
         if match:
-            candidates += [path.parent / f"{match[1]}_x{2**k}.onnx" for k in range(1, int(match[2]).bit_length() - 1)]
+            candidates += [path.parent / f"{match[1]}_x{s}.onnx" for s in scales_up_to(stage_of(int(match[2])) - 1)]
         self.metadata: dict = {}
         for candidate in candidates:
             if not candidate.is_file():
@@ -146,7 +147,7 @@ class OnnxGenerator:
         session = self._session(scale)
         x = np.ascontiguousarray(lr.detach().float().cpu().numpy())
         outputs = session.run(None, {"lr": x})
-        yield from (torch.from_numpy(o) for o in outputs[: scale.bit_length() - 1])
+        yield from (torch.from_numpy(o) for o in outputs[: stage_of(scale)])
 
     def __call__(self, lr: torch.Tensor, scale: int = 8, alpha: float = 1.0, return_stages: bool = False):
         images = list(self.iter_stages(lr, scale, alpha))

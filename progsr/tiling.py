@@ -11,6 +11,8 @@ from typing import Callable, ContextManager, Iterator
 
 import torch
 
+from progsr.scales import stage_of
+
 MIN_TILE = 32
 MAX_AUTO_TILE = 1024
 # On the CPU, tiles beyond a few hundred pixels buy little speed, so the working set (network activations
@@ -195,7 +197,7 @@ def run_tiles(forward, inference: Callable[[], ContextManager], padded: torch.Te
             results = forward(lr, scale=scale, return_stages=True)
         if progress is not None:
             progress(1, 1)
-        yield 0, h, [results[s.bit_length() - 2].float().cpu() for s in scales]
+        yield 0, h, [results[stage_of(s) - 1].float().cpu() for s in scales]
         return
     total, done, ramps = len(ys) * len(xs), 0, {}
     acc = [torch.zeros(1, 3, th * s, w * s) for s in scales]
@@ -209,7 +211,7 @@ def run_tiles(forward, inference: Callable[[], ContextManager], padded: torch.Te
             with inference():
                 results = forward(tiles, scale=scale, return_stages=True)
             for out, wsum, s in zip(acc, weight, scales):
-                result = results[s.bit_length() - 2].float().cpu()
+                result = results[stage_of(s) - 1].float().cpu()
                 for k, (_, x) in enumerate(group):
                     key = (s, th, tw, y > 0, y + th < h, x > 0, x + tw < w)
                     if key not in ramps:

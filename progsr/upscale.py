@@ -143,8 +143,6 @@ def _setup(args, local_rank: int):
         raise UserError(f"--outscale {args.outscale}: must be in (0, 8]")
     if not 1 <= args.quality <= 100:
         raise UserError(f"--quality {args.quality}: must be 1..100")
-    if args.realism is not None and args.model not in (None, "psnr", "gan"):
-        raise UserError("--realism blends the shipped psnr and gan models; it cannot be used with --model PATH")
 
     # The model first: a missing weights file or a scale the model lacks stops here, before any folder exists.
     max_output = None if args.max_output_pixels == 0 else (args.max_output_pixels or -1)

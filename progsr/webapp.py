@@ -25,7 +25,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from progsr import paths
 from progsr.errors import UserError
 from progsr.imageio import to_8bit
 
@@ -71,9 +70,10 @@ class Engine:
     def __init__(self, config: AppConfig):
         from progsr.inference import Upscaler
 
-        shipped = config.model in ("psnr", "gan")
-        # Realism blends the shipped psnr and gan weights, so it needs both; a --model PATH runs as is.
-        self.has_gan = shipped and all(paths.shipped_weights(n).is_file() for n in ("psnr", "gan"))
+        from progsr.models.io import REALISM_MODELS, realism_available
+
+        shipped = config.model in REALISM_MODELS
+        self.has_gan = realism_available(config.model)  # a --model PATH runs as is, without the slider
         self.default_realism = 1.0 if config.model == "gan" else 0.0
         if not shipped and not Path(config.model).expanduser().is_file():
             raise UserError(f"{config.model}: no such weights file (give --model psnr, gan or a .safetensors path)")

@@ -135,7 +135,7 @@ def test_config_rejects_bad_ranges():
 
 
 def test_clean_level_is_the_benchmark_lr():
-    from progsr.evaluation import make_lr
+    from progsr.protocol import make_lr
 
     hr = (smooth_image(67).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
     hr_mod, lr = degrade_level(hr, 4, "clean", "x.png")

@@ -342,7 +342,7 @@ def test_float_pixels_outside_0_1_are_an_error_not_a_white_image(up, img):
 
 def test_the_shipped_path_equals_the_plain_forward_pass(up, img):
     """With the default pre-pad (0) and no tiling, Upscaler gives exactly the network's clamped, rounded output."""
-    from progsr.evaluation import upscale_u8
+    from progsr.protocol import upscale_u8
 
     for scale in (2, 8):
         assert np.array_equal(up.upscale(img, scale=scale), upscale_u8(up.model, img, scale))

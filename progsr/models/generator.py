@@ -17,6 +17,7 @@ from torch import nn
 from progsr.config import check_types, replace_checked
 from progsr.errors import UserError
 from progsr.models.layers import Conv2dLayer, FeatureBlock, NearestConvUpsample, SubPixelUpsample
+from progsr.scales import scale_of, scales_up_to
 
 UPSAMPLERS = {"pixelshuffle": SubPixelUpsample, "nearest_conv": NearestConvUpsample}
 ACTIVATIONS = ("relu", "lrelu", "silu")
@@ -87,12 +88,12 @@ class GeneratorConfig(ConfigMixin):
     @property
     def max_scale(self) -> int:
         """The largest scale the model produces."""
-        return 2**self.num_stages
+        return scale_of(self.num_stages)
 
     @property
     def scales(self) -> tuple[int, ...]:
         """Every scale the model produces: (2, 4, 8) for an x8 model."""
-        return tuple(2**k for k in range(1, self.num_stages + 1))
+        return scales_up_to(self.num_stages)
 
     def grows_into(self, other: "GeneratorConfig") -> bool:
         """True when `other` is this config with as many or more residual blocks in each stage that has any."""
@@ -219,7 +220,7 @@ class ProgressiveGenerator(nn.Module):
             raise UserError(f"weights lack keys: {', '.join(sorted(set(missing) - added)[:3])}")
 
     def _num_active(self, scale: int) -> int:
-        valid = [2**k for k in range(1, self.config.num_stages + 1)]
+        valid = list(self.config.scales)
         if scale not in valid:
             raise UserError(f"scale must be one of {valid} for this model, got {scale}")
         return valid.index(scale) + 1

@@ -78,6 +78,22 @@ def shipped_model_path(name: str) -> Path:
     return path
 
 
+REALISM_MODELS = ("psnr", "gan")  # the shipped models that the realism control blends
+
+
+def check_realism(model: str) -> None:
+    """The realism blend's precondition: the model is a shipped one it blends; else a one-line UserError."""
+    if model not in REALISM_MODELS:
+        raise UserError("--realism blends the shipped psnr and gan models; it cannot be used with --model PATH")
+
+
+def realism_available(model: str) -> bool:
+    """Whether realism can blend for `model`: a shipped name, with both shipped files installed."""
+    from progsr.paths import shipped_weights
+
+    return model in REALISM_MODELS and all(shipped_weights(name).is_file() for name in REALISM_MODELS)
+
+
 class RealismBlend:
     """State dicts (1 - r) * psnr + r * gan of the shipped weights, each r computed once (8 kept, on the CPU).
 

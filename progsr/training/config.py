@@ -9,6 +9,7 @@ from pathlib import Path
 
 from progsr.config import replace_checked
 from progsr.errors import UserError
+from progsr.scales import scale_of, scales_up_to
 
 
 @dataclass(frozen=True)
@@ -212,12 +213,12 @@ def check_config(cfg: TrainConfig) -> None:
     if len(cfg.fade_iters) != n - 1 or len(cfg.stable_iters) != n - 1:
         raise UserError(f"config: fade_iters and stable_iters need {n - 1} entries each for a {n}-stage generator")
     if len(cfg.scale_mix) != n or len(cfg.lr_crop) != n:
-        raise UserError(f"config: scale_mix and lr_crop need {n} entries each (x2 ... x{2**n}) for this generator")
+        raise UserError(f"config: scale_mix and lr_crop need {n} entries each (x2 ... x{scale_of(n)}) for this generator")
     if min(cfg.scale_mix) < 0 or cfg.scale_mix[-1] <= 0:
         raise UserError(f"config: scale_mix shares must be >= 0, and the top scale's > 0, got {list(cfg.scale_mix)}")
-    if not set(cfg.high_frequency_scales) <= {2 ** k for k in range(1, n + 1)}:
+    if not set(cfg.high_frequency_scales) <= set(scales_up_to(n)):
         raise UserError(f"config: high_frequency_scales must be among the generator's scales "
-                        f"({', '.join(str(2 ** k) for k in range(1, n + 1))}), got {list(cfg.high_frequency_scales)}")
+                        f"({', '.join(map(str, scales_up_to(n)))}), got {list(cfg.high_frequency_scales)}")
     if cfg.degradation:
         from progsr.degradations import DegradationConfig
 

@@ -25,6 +25,7 @@ from progsr.errors import UserError
 from progsr.imageio import IMAGE_SUFFIXES, atomic_output, read_array, to_8bit
 from progsr.pixels import u8_tensor_to_float
 from progsr.resize import imresize, modcrop
+from progsr.scales import scale_of, scales_up_to, stage_of
 
 CACHE_VERSION = 1
 # The validation split: colour photos shipped inside scikit-image, none of them in the 291 or in any benchmark set.
@@ -69,8 +70,8 @@ def shrink(img: np.ndarray, factor: float) -> np.ndarray:
 
 def build_pyramid(hr: np.ndarray, num_stages: int) -> list[np.ndarray]:
     """[HR modcropped to 2^num_stages, HR/2, ..., HR/2^num_stages], each level made directly from that HR."""
-    hr = np.ascontiguousarray(modcrop(hr, 2**num_stages))
-    return [hr] + [imresize(hr, scale=1 / 2**k) for k in range(1, num_stages + 1)]
+    hr = np.ascontiguousarray(modcrop(hr, scale_of(num_stages)))
+    return [hr] + [imresize(hr, scale=1 / s) for s in scales_up_to(num_stages)]
 
 
 def cache_dir() -> Path:
@@ -107,7 +108,7 @@ def load_pyramids(folders, scale_aug=(1.0,), num_stages: int = 3, progress: bool
         img = to_rgb8(read_array(file))
         for factor in scale_aug:
             copy = img if factor == 1.0 else shrink(img, factor)
-            if min(copy.shape[:2]) >= 2**num_stages:
+            if min(copy.shape[:2]) >= scale_of(num_stages):
                 pyramids.append(build_pyramid(copy, num_stages))
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -151,13 +152,13 @@ class PyramidCrops:
             h, w = self.sizes[:, k, 0], self.sizes[:, k, 1]
             positions = (np.clip(h - c + 1, 0, None) * np.clip(w - c + 1, 0, None)).astype(np.float64)
             if positions.sum() == 0:
-                raise UserError(f"no training image is large enough for a {c} px LR crop at x{2**k} (lr_crop)")
+                raise UserError(f"no training image is large enough for a {c} px LR crop at x{scale_of(k)} (lr_crop)")
             self.cumulative.append(np.cumsum(positions) / positions.sum())
         self.sizes_t = torch.from_numpy(self.sizes).to(self.device)
 
     def describe(self, index: int, scale: int) -> tuple[int, int, int, int]:
         """(image, y, x, transform) of sample `index` at `scale`; y and x are LR-level pixel coordinates."""
-        k = int(scale).bit_length() - 1
+        k = stage_of(scale)
         rng = np.random.default_rng([self.seed, index])
         cumulative = self.cumulative[k - 1]
         image = min(int(np.searchsorted(cumulative, rng.random(), side="right")), len(cumulative) - 1)
@@ -171,7 +172,7 @@ class PyramidCrops:
 
         With a degradation the targets stay the clean pyramid levels and the LR is the degraded HR crop.
         """
-        k = int(scale).bit_length() - 1
+        k = stage_of(scale)
         picks = torch.tensor([self.describe(i, scale) for i in indices], device=self.device, dtype=torch.int64)
         image, y, x, transform = picks.unbind(1)
         levels = []
@@ -202,8 +203,8 @@ class PyramidCrops:
         groups = []
         for k, n in enumerate(counts, start=1):
             if n:
-                lr, targets = self.crops(range(first, first + n), 2**k)
-                groups.append((2**k, lr, targets))
+                lr, targets = self.crops(range(first, first + n), scale_of(k))
+                groups.append((scale_of(k), lr, targets))
             first += n
         return groups
 
@@ -218,7 +219,7 @@ def load_validation(spec) -> tuple[str, list[tuple[str, np.ndarray]]]:
             img = skimage.data.stereo_motorcycle()[0] if name == "motorcycle_left" else getattr(skimage.data, name)()
             images.append((name, np.ascontiguousarray(img[..., :3])))
         return f"skimage.data ({', '.join(SKIMAGE_VALIDATION)})", images
-    from progsr.evaluation import read_hr
+    from progsr.protocol import read_hr
 
     folder = Path(spec)
     return folder.name, [(path.stem, read_hr(path)) for path in list_images(folder)]

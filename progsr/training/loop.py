@@ -24,6 +24,7 @@ import torch.distributed as dist
 
 from progsr.devices import resolve_device
 from progsr.errors import UserError
+from progsr.scales import scales_up_to
 from progsr.training.checkpoints import read_init_weights, set_rng_state
 from progsr.training.config import (TrainConfig, batch_split, build_model_configs, check_config, learning_rate,
                                     schedule, stage_boundaries)
@@ -222,7 +223,7 @@ def load_data(cfg: TrainConfig, data_dirs: list[Path], val: str | None, num_stag
                          degradation=degradation)
     val_name, val_images = load_validation(val) if val else ("none", [])
     level = "medium" if degradation is not None else "clean"
-    val_set = make_validation_set(val_images, [2**k for k in range(1, num_stages + 1)], level)
+    val_set = make_validation_set(val_images, scales_up_to(num_stages), level)
     if level != "clean":
         val_name = f"{val_name}, level {level}"
     return Data(crops, len(pyramids), val_name, val_images, val_set)

@@ -13,13 +13,10 @@ import torch.nn.functional as F
 from progsr.losses import (artifact_loss, charbonnier, feature_distance, gradient_penalty, grid_loss,
                            high_frequency_excess_loss, l1_distance, ragan_d_loss, ragan_g_loss, triplet_loss,
                            wgan_d_loss, wgan_g_loss)
+from progsr.scales import stage_of
 
 # LPIPS terms skip stage images smaller than this: AlexNet's strided convs and pools need about 32 px.
 LPIPS_MIN_SIZE = 32
-
-
-def _stages(scale: int) -> int:
-    return int(scale).bit_length() - 1
 
 
 def _add(terms: dict, key: str, value: torch.Tensor, weight: float) -> None:
@@ -38,7 +35,7 @@ def generator_losses(G, D, lpips_loss, groups, stage: int, alpha: float, cfg, am
     terms: dict = {}
     outputs = []
     for scale, lr, targets in groups:
-        n_stages, share = _stages(scale), lr.shape[0] / batch
+        n_stages, share = stage_of(scale), lr.shape[0] / batch
         g_alpha = alpha if n_stages == stage else 1.0
         alphas = [1.0] * (n_stages - 1) + [g_alpha]
         with amp:
@@ -156,7 +153,7 @@ def discriminator_loss(D, groups, outputs, stage: int, alpha: float, cfg, amp) -
     batch = sum(lr.shape[0] for _, lr, _ in groups)
     total = 0.0
     for (scale, lr, targets), outs in zip(groups, outputs):
-        n_stages = _stages(scale)
+        n_stages = stage_of(scale)
         alphas = [1.0] * (n_stages - 1) + [alpha if n_stages == stage else 1.0]
         for k in [k + 1 for k in _picked(cfg.adversarial_stages, n_stages)]:
             with amp:

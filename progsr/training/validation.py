@@ -38,7 +38,7 @@ def mean_scores(results, lpips_model=None) -> dict:
 def validate(model, val_set, device, top_scale: int, alpha: float, lpips_model=None) -> dict:
     """mean_scores of the model's plain forward pass on the validation set; the scale being faded in is
     evaluated at the current alpha."""
-    from progsr.evaluation import upscale_u8
+    from progsr.protocol import upscale_u8
 
     return mean_scores(((s, upscale_u8(model, lr, s, alpha if s == top_scale else 1.0, device), hr)
                         for s, hr, lr in val_set), lpips_model)
