@@ -138,19 +138,18 @@ def check_output_folder(out_dir: Path) -> None:
         raise UserError(f"{out_dir}: output folder is not writable ({err.strerror or err})") from None
 
 
-def check_disk(upscaler, job: Job, scale: int, outscale, size) -> None:
+def check_disk(job: Job, out_hw: tuple[int, int], pixels) -> None:
     """Refuse (UserError) an output that cannot fit in the free space of its folder, before any work.
 
-    The estimate is a floor: a third of the raw pixels for lossless formats, a twentieth for JPEG/WebP.
+    Called by Upscaler.upscale_file once the file is read and planned. The estimate is a floor: a third
+    of the raw pixels for lossless formats, a twentieth for JPEG/WebP.
     """
     import shutil
 
-    from progsr.imageio import image_header
-
-    width, height, channels, itemsize = image_header(job.src)
-    _, (out_h, out_w) = upscaler.plan(height, width, scale, outscale, size)
+    out_h, out_w = out_hw
+    channels = 1 if pixels.ndim == 2 else pixels.shape[2]
     lossy = FORMATS.get(job.dst.suffix.lower()) in ("JPEG", "WEBP")
-    need = out_h * out_w * channels * itemsize // (20 if lossy else 3)
+    need = out_h * out_w * channels * pixels.dtype.itemsize // (20 if lossy else 3)
     free = shutil.disk_usage(job.dst.parent).free
     if need > free:
         raise UserError(f"{job.src}: the {out_w}x{out_h} output needs at least {need / 2**30:.1f} GiB on disk, "

@@ -312,7 +312,7 @@ def pillow_jpeg(img: np.ndarray, quality: int) -> np.ndarray:
     buffer = io.BytesIO()
     Image.fromarray(img).save(buffer, format="JPEG", quality=int(quality), subsampling=2)
     buffer.seek(0)
-    return np.asarray(Image.open(buffer).convert("RGB" if img.ndim == 3 else "L"))
+    return np.array(Image.open(buffer).convert("RGB" if img.ndim == 3 else "L"))
 
 
 def degrade_level(hr: np.ndarray, scale: int, level: str, name: str) -> tuple[np.ndarray, np.ndarray]:

@@ -226,14 +226,19 @@ class Upscaler:
 
     def upscale_file(self, src, dst, scale: int = 8, outscale: float | None = None,
                      size: tuple[int, int] | None = None, progress: Progress | None = None,
-                     quality: int = 95) -> tuple[tuple[int, int], tuple[int, int]]:
+                     quality: int = 95, before_work=None) -> tuple[tuple[int, int], tuple[int, int]]:
         """Upscale one file to another at full bit depth with ICC/EXIF carried over; the write is atomic.
 
-        Returns ((in_width, in_height), (out_width, out_height)).
+        The file is read once and planned once; `before_work(out_hw, pixels)`, when given, runs after the
+        plan and before the network (e.g. a free-disk check). Returns ((in_width, in_height), (out_width,
+        out_height)).
         """
         data = read_image(src, self.max_pixels)
-        self.plan(data.pixels.shape[0], data.pixels.shape[1], scale, outscale, size)  # bad options before work
-        out = self.upscale_pixels(data.pixels, scale, outscale, size, progress)
+        colour, alpha = split_planes(data.pixels, self.max_pixels)
+        model_scale, out_hw = self.plan(*colour.shape[-2:], scale, outscale, size)  # bad options before work
+        if before_work is not None:
+            before_work(out_hw, data.pixels)
+        out = self._upscale_planned(data.pixels, colour, alpha, model_scale, out_hw, progress)
         write_image(dst, out, data.icc_profile, data.exif, quality)
         return (data.pixels.shape[1], data.pixels.shape[0]), (out.shape[1], out.shape[0])
 
@@ -247,8 +252,14 @@ class Upscaler:
         """
         pixels = np.asarray(pixels)
         colour, alpha = split_planes(pixels, self.max_pixels)
+        model_scale, out_hw = self.plan(*colour.shape[-2:], scale, outscale, size)
+        return self._upscale_planned(pixels, colour, alpha, model_scale, out_hw, progress, realism)
+
+    def _upscale_planned(self, pixels: np.ndarray, colour: torch.Tensor, alpha: np.ndarray | None,
+                         model_scale: int, out_hw: tuple[int, int], progress: Progress | None,
+                         realism: float | None = None) -> np.ndarray:
+        """upscale_pixels once the image is split into planes and its output planned."""
         height, width = colour.shape[-2:]
-        model_scale, out_hw = self.plan(height, width, scale, outscale, size)
         self.check_output(height, width, model_scale, out_hw, pixels)
         with self._lock:
             if realism is not None:

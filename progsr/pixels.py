@@ -28,9 +28,12 @@ def to_float(pixels: np.ndarray) -> np.ndarray:
     raise UserError(f"unsupported pixel type {pixels.dtype} (use uint8, uint16 or float in [0, 1])")
 
 
-def from_float(x: torch.Tensor, dtype) -> np.ndarray:
-    """A float tensor in [0, 1] (any shape, any device) as numpy `dtype`, clamped and rounded for integer types."""
+def from_float(x, dtype) -> np.ndarray:
+    """A float tensor (any shape, any device) or numpy array in [0, 1] as numpy `dtype`, clamped and rounded for
+    integer types."""
     dtype = np.dtype(dtype)
+    if isinstance(x, np.ndarray):
+        x = torch.from_numpy(x)  # a view: no copy
     x = x.detach().float().clamp(0, 1).cpu()
     if dtype == np.uint8:
         return (x * 255).round_().to(torch.uint8).numpy()

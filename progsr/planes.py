@@ -44,8 +44,10 @@ def colour_pixels(y: torch.Tensor, channels: int, dtype) -> np.ndarray:
 
 
 def alpha_pixels(alpha: np.ndarray, out_hw: tuple[int, int], dtype) -> np.ndarray:
-    """The HxW float alpha resized to out_hw with MATLAB bicubic, as pixels of `dtype`."""
-    return from_float(resize_planes(torch.from_numpy(np.ascontiguousarray(alpha))[None], out_hw)[0], dtype)
+    """The HxW float alpha resized to out_hw with MATLAB bicubic (numpy all the way), as pixels of `dtype`."""
+    from progsr.resize import imresize
+
+    return from_float(imresize(alpha, size=out_hw), dtype)
 
 
 def finish_planes(y: torch.Tensor, alpha: np.ndarray | None, out_hw: tuple[int, int],

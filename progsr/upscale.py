@@ -9,6 +9,7 @@ setup succeeded everywhere before any file is written, and to gather the summary
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import re
 import sys
@@ -221,11 +222,10 @@ def _process(upscaler, jobs: list[Job], scale, size, args, prefix: str, show_bar
         try:
             args.created_folders += missing_folders(job.dst.parent)
             job.dst.parent.mkdir(parents=True, exist_ok=True)
-            check_disk(upscaler, job, scale, args.outscale, size)
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 (iw, ih), (ow, oh) = upscaler.upscale_file(job.src, job.dst, scale, args.outscale, size, progress,
-                                                           args.quality)
+                                                           args.quality, functools.partial(check_disk, job))
                 if size is not None and abs((ow / oh) / (iw / ih) - 1) > 0.01:
                     warnings.warn(f"{job.src}: --size {ow}x{oh} changes the aspect ratio of {iw}x{ih} by "
                                   f"{100 * abs((ow / oh) / (iw / ih) - 1):.0f}% (the image is stretched)")

@@ -340,3 +340,33 @@ def test_an_output_that_cannot_fit_on_disk_is_refused(tmp_path, model, rgb, caps
     rc, _, err = upscale(capsys, tmp_path / "a.png", "-o", tmp_path / "out", "--model", model)
     assert rc == 1 and "on disk" in err and "GiB is free" in err
     assert files_under(tmp_path / "out") == []
+
+
+def test_each_file_is_read_once_and_planned_once(tmp_path, model, rgb, capsys, monkeypatch):
+    import progsr.imageio
+    import progsr.inference
+
+    calls = {"read": 0, "header": 0, "plan": 0}
+    real_read, real_plan = progsr.inference.read_image, progsr.inference.Upscaler.plan
+
+    def counted_read(*args, **kwargs):
+        calls["read"] += 1
+        return real_read(*args, **kwargs)
+
+    def counted_plan(self, *args, **kwargs):
+        calls["plan"] += 1
+        return real_plan(self, *args, **kwargs)
+
+    def no_header(*args, **kwargs):
+        calls["header"] += 1
+        raise AssertionError("the header is read again")
+
+    monkeypatch.setattr(progsr.inference, "read_image", counted_read)
+    monkeypatch.setattr(progsr.inference.Upscaler, "plan", counted_plan)
+    monkeypatch.setattr(progsr.imageio, "image_header", no_header)
+    for name in ("a.png", "b.png"):
+        Image.fromarray(rgb).save(tmp_path / name)
+    rc, _, err = upscale(capsys, tmp_path / "a.png", tmp_path / "b.png", "-o", tmp_path / "out", "--model", model,
+                         "--scale", "2")
+    assert rc == 0, err
+    assert calls == {"read": 2, "header": 0, "plan": 2}
