@@ -12,7 +12,7 @@ from PIL import Image
 pytest.importorskip("gradio")
 gradio_client = pytest.importorskip("gradio_client")
 
-from progsr import webapp  # noqa: E402
+from progsr import webapp, webapp_jobs  # noqa: E402
 from progsr.cli import main as cli_main  # noqa: E402
 from progsr.inference import Upscaler  # noqa: E402
 from progsr.models import ProgressiveGenerator, save_generator, tiny_config  # noqa: E402
@@ -218,8 +218,8 @@ def test_cli_reports_missing_weights_without_traceback(tmp_path, monkeypatch, ca
 
 
 def test_centre_box_is_the_middle_at_most_size_pixels():
-    assert webapp.centre_box(1000, 800, 384) == (slice(308, 692), slice(208, 592))
-    assert webapp.centre_box(100, 50, 384) == (slice(0, 100), slice(0, 50))
+    assert webapp_jobs.centre_box(1000, 800, 384) == (slice(308, 692), slice(208, 592))
+    assert webapp_jobs.centre_box(100, 50, 384) == (slice(0, 100), slice(0, 50))
 
 
 def test_a_port_in_use_is_one_line_naming_the_option(tmp_path):
