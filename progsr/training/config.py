@@ -107,7 +107,7 @@ def _preset_x8_gan() -> TrainConfig:
     # group's output stage, D at (64, 32, 16, 8) judging only that stage, the triplet on D's features of
     # it, and 96 px HR crops at x4 and x8. The curriculum is replayed briefly so D grows and fades in
     # with G's stages; the EMA half-life is about 140 iterations (the run is short). The grid penalty
-    # keeps the truncated LPIPS from printing a dot grid (weights/README.md, chunk 2); the 2-4 px texture
+    # keeps the truncated LPIPS from printing a dot grid (experiments/HISTORY.md, chunk 2); the 2-4 px texture
     # penalty on the x8 samples keeps it from painting a mesh on smooth skin (chunks 8-9).
     return TrainConfig(
         phase="gan", discriminator={"channels": [64, 32, 16, 8], "head_blocks": 1}, lr_crop=(32, 24, 12),
