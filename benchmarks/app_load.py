@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
 
     work = Path(tempfile.mkdtemp(prefix="progsr-app-load-"))
     model = args.model or ("psnr" if shipped_weights("psnr").is_file() else tiny_model(work))
-    model_label = "tiny random generator" if model.endswith("tiny.safetensors") else model
+    model_label = model if args.model or model == "psnr" else "tiny random generator"
     src = work / "input.png"
     from skimage import data
 
@@ -119,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
                 start = time.perf_counter()
                 try:
                     job = client.submit(handle_file(str(src)), args.scale, 0.0, "auto", "png", api_name="/upscale")
-                    _, download, info = job.result(timeout=args.timeout)
+                    # the app's outputs: before/after slider, download, info line, 1:1 detail slider
+                    _, download, info, _ = job.result(timeout=args.timeout)
                     seconds = time.perf_counter() - start
                     size = Image.open(download).size
                     if size != (args.size * scale, args.size * scale):

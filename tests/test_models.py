@@ -169,7 +169,8 @@ def test_growing_never_reinitialises_earlier_stages():
     after = _snapshot(g)
     later = [k for k in before if k.startswith(("stages.1.", "stages.2."))]
     assert later and all(torch.equal(before[k], after[k]) for k in later)  # inactive stages: untouched
-    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("stages.0."))
+    trained = [k for k in before if k.startswith(("head.", "stages.0."))]
+    assert all(not torch.equal(before[k], after[k]) for k in trained)  # every active weight moved
 
     with torch.no_grad():
         x2_trained = g(lr, scale=2)
@@ -250,9 +251,23 @@ def test_tiny_config_is_small_and_runs():
     assert g(lr_batch(1, 3, 3), scale=8).shape == (1, 3, 24, 24)
 
 
-def test_default_generator_fits_the_parameter_budget():
-    g = ProgressiveGenerator(GeneratorConfig())
-    assert sum(p.numel() for p in g.parameters()) <= 3_000_000
+def test_default_generator_has_the_parameters_of_its_layer_shapes():
+    """The default config's count from its layers' shapes (3x3 convs with biases): the head, then per stage the
+    residual blocks' two convs, the closing conv (stages with blocks), the sub-pixel conv (4x the out width)
+    and the to_rgb head. Any extra, missing or resized layer changes it."""
+    cfg = GeneratorConfig()
+    assert (cfg.channels, cfg.blocks, cfg.upsampler) == ((64, 16, 16, 16), (6, 2, 2), "pixelshuffle")
+
+    def conv(c_in, c_out):
+        return c_out * c_in * 9 + c_out
+
+    expected = conv(3, cfg.channels[0])
+    for k, blocks in enumerate(cfg.blocks):
+        c, c_next = cfg.channels[k], cfg.channels[k + 1]
+        expected += 2 * blocks * conv(c, c) + (conv(c, c) if blocks else 0) + conv(c, 4 * c_next) + conv(c_next, 3)
+    assert expected == 561_849  # the shipped architecture's count (progsr/models/generator.py's docstring)
+    g = ProgressiveGenerator(cfg)
+    assert sum(p.numel() for p in g.parameters()) == expected
 
 
 def test_bad_generator_configs_are_user_errors():
@@ -336,7 +351,7 @@ def test_discriminator_alpha_zero_is_the_smaller_discriminator(stage):
 
 
 @pytest.mark.parametrize("config", [
-    DiscriminatorConfig(channels=(16, 8, 8, 4), head_blocks=1, spectral_norm=True),
+    DiscriminatorConfig(channels=(16, 8, 8, 4), head_blocks=1, spectral_norm=True, equalized_lr=False),
     DiscriminatorConfig(channels=(16, 8, 8, 4), head_blocks=0, equalized_lr=False, minibatch_std=False,
                         residual=False, conditional=False),
     DiscriminatorConfig(),
@@ -351,16 +366,24 @@ def test_discriminator_switches_and_odd_sizes(config):
 
 
 @pytest.mark.parametrize("spectral_norm", [False, True])
-def test_discriminator_supports_the_r1_penalty(spectral_norm):
-    """R1 needs the gradient of D with respect to the image, differentiated again."""
-    d = ProgressiveDiscriminator(DiscriminatorConfig(channels=(16, 8, 8, 4), head_blocks=1, spectral_norm=spectral_norm))
-    img = torch.rand(2, 3, 8, 12, requires_grad=True)
-    (grad,) = torch.autograd.grad(d(img, lr_batch(2, 2, 3), 2, 0.5).sum(), img, create_graph=True)
-    grad.square().sum().backward()
-    # Only conv weights matter to R1 (biases do not change a piecewise-linear net's input gradient); with
-    # spectral norm the weight's leaf is parametrizations.weight.original.
-    weights = [p for p in d.head_conv.parameters() if p.ndim == 4]
-    assert len(weights) == 1 and weights[0].grad is not None and weights[0].grad.abs().sum() > 0
+def test_wgan_gp_penalty_trains_exactly_the_judging_layers_of_d(spectral_norm):
+    """The WGAN-GP critic loss (progsr.training.steps) differentiates D's input gradient again: the penalty's
+    gradient reaches every weight on the path of a faded-in x4 image, none off it, and never the fake images."""
+    from progsr.losses import gradient_penalty
+
+    d = ProgressiveDiscriminator(DiscriminatorConfig(channels=(16, 8, 8, 4), head_blocks=1, spectral_norm=spectral_norm,
+                                                     equalized_lr=not spectral_norm))
+    lr = lr_batch(2, 2, 3)
+    real, fake = torch.rand(2, 3, 8, 12), torch.rand(2, 3, 8, 12, requires_grad=True)
+    gradient_penalty(lambda x: d(x, lr, 2, 0.5), real, fake).backward()
+    assert fake.grad is None  # the penalty is D's alone: G's output is detached
+    # Weights, not biases: a bias does not change a piecewise-linear net's input gradient. With spectral norm
+    # a weight's leaf is parametrizations.weight.original.
+    weights = {name: p for name, p in d.named_parameters() if p.ndim >= 2}
+    off_path = ("from_rgb.0.", "from_rgb.3.", "blocks.2.")  # the LR entry and the x8 path
+    got = {name for name, p in weights.items() if p.grad is not None and p.grad.abs().sum() > 0}
+    assert got == {name for name in weights if not name.startswith(off_path)}
+    assert all(weights[name].grad is None for name in weights if name.startswith(off_path))
 
 
 def test_discriminator_is_conditional_on_the_lr_input():
@@ -393,7 +416,7 @@ def test_config_json_round_trip_keeps_tuples():
     for cfg in (GeneratorConfig(), tiny_config(), SMALL):
         back = GeneratorConfig.from_json(cfg.to_json())
         assert back == cfg and isinstance(back.channels, tuple) and isinstance(back.blocks, tuple)
-    d = DiscriminatorConfig(channels=(32, 16, 8), spectral_norm=True)
+    d = DiscriminatorConfig(channels=(32, 16, 8), spectral_norm=True, equalized_lr=False)
     assert DiscriminatorConfig.from_json(d.to_json()) == d
 
 

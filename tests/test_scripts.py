@@ -1,33 +1,176 @@
-"""The scripts users run from a checkout start and parse their options (they have no other tests of their own)."""
+"""The scripts users run from a checkout: each benchmark script end to end on a tiny model and image, so a script
+that no longer matches the code it measures fails here (they have no other tests of their own)."""
 
+import json
+import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from progsr.paths import REPO_ROOT
 
-SCRIPTS = ["benchmarks/quality.py", "benchmarks/speed.py", "benchmarks/crops.py", "benchmarks/app_load.py",
-           "benchmarks/memory.py", "benchmarks/validate.py", "benchmarks/train_cost.py", "benchmarks/schedule.py",
-           "app/app.py"]
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A tiny random generator's weights, and a data root holding one dataset ("Tiny") of one 40x48 PNG."""
+    from helpers import random_tiny
+
+    from progsr.models.io import save_generator
+
+    root = tmp_path_factory.mktemp("tiny")
+    weights = save_generator(random_tiny(1), root / "rand.safetensors")
+    (root / "data" / "Tiny").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    hr = rng.integers(0, 256, (48, 40, 3), dtype=np.uint8)
+    Image.fromarray(hr).save(root / "data" / "Tiny" / "a.png")
+    return {"weights": weights, "data": root / "data", "image": root / "data" / "Tiny" / "a.png", "hr": hr}
 
 
-@pytest.mark.parametrize("script", SCRIPTS)
-def test_script_help_runs_from_the_checkout(script, tmp_path):
-    # Run from an unrelated folder, as a user would, so imports must work from the script's own location.
-    done = subprocess.run([sys.executable, str(REPO_ROOT / script), "--help"], cwd=tmp_path,
+def _script(name, *args, cwd, timeout=120):
+    """Run benchmarks/NAME from an unrelated folder (imports must work from the script's own location)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / name), *map(str, args)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
+    return done
+
+
+def _bicubic_x2(hr):
+    from progsr.resize import imresize
+
+    return imresize(imresize(hr, scale=1 / 2), scale=2)
+
+
+def _model_x2(weights, hr):
+    from progsr.inference import Upscaler
+    from progsr.resize import imresize
+
+    up = Upscaler(str(weights), device="cpu", precision="fp32", max_pixels=None, max_output_pixels=None)
+    return up.upscale_pixels(imresize(hr, scale=1 / 2), scale=2)
+
+
+def test_app_script_help_runs_from_the_checkout(tmp_path):
+    done = subprocess.run([sys.executable, str(REPO_ROOT / "app" / "app.py"), "--help"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert "usage:" in done.stdout
-    assert "Traceback" not in done.stderr
+    assert "usage:" in done.stdout and "Traceback" not in done.stderr
+
+
+def test_app_load_serves_every_request(tiny, tmp_path):
+    """benchmarks/app_load.py: 2 clients x 1 request of a 16 px image against `progsr app` with the tiny model."""
+    pytest.importorskip("gradio_client")
+    out = tmp_path / "load.json"
+    done = _script("app_load.py", "--clients", 2, "--requests", 1, "--size", 16, "--scale", "2x",
+                   "--model", tiny["weights"], "--out", out, cwd=tmp_path, timeout=180)
+    result = json.loads(out.read_text())
+    assert (result["completed"], result["failed"], result["clients"]) == (2, 0, 2)
+    assert result["model"] == str(tiny["weights"]) and result["input"] == "16x16"
+    assert set(result["latency_s"]) == {"p50", "p90", "p99"} and result["server_rss_mb"]["peak"] > 0
+    assert "2/2 requests completed" in done.stdout
+
+
+def test_crops_sheet_has_bicubic_model_and_hr_tiles(tiny, tmp_path):
+    """benchmarks/crops.py: one row of 16 px tiles, bicubic | the model | HR, each under a 14 px label, cut at
+    the corner given (rounded down to the scale's grid)."""
+    out = tmp_path / "crops.png"
+    _script("crops.py", "--models", tiny["weights"], "--images", f"{tiny['image']}:9,10", "--scale", 2, "--size", 16,
+            "--out", out, cwd=tmp_path)
+    sheet = np.asarray(Image.open(out))
+    assert sheet.shape == (14 + 16, 3 * 16, 3)
+    tiles = [sheet[14:, 16 * k : 16 * (k + 1)] for k in range(3)]
+    window = np.s_[10:26, 8:24]
+    hr = tiny["hr"]
+    np.testing.assert_array_equal(tiles[0], _bicubic_x2(hr)[window])
+    np.testing.assert_array_equal(tiles[1], _model_x2(tiny["weights"], hr)[window])
+    np.testing.assert_array_equal(tiles[2], hr[window])
+    assert (sheet[:14] < 128).any()  # the labels are drawn
+
+
+def test_memory_measures_the_upscale_it_names(tiny, tmp_path):
+    """benchmarks/memory.py: one 24x16 x2 case through `progsr upscale --model` in a child process."""
+    out = tmp_path / "memory.json"
+    done = _script("memory.py", "--sizes", "24x16:2", "--model", tiny["weights"], "--out", out, cwd=tmp_path)
+    (row,) = json.loads(out.read_text())["rows"]
+    assert (row["input"], row["scale"], row["model"], row["threads"]) == ("24x16", 2, str(tiny["weights"]), 1)
+    assert row["peak_rss_mb"] > 0 and row["seconds"] > 0
+    assert "| 24x16 | x2 |" in done.stdout
+
+
+def test_quality_scores_the_model_under_the_protocol(tiny, tmp_path):
+    """benchmarks/quality.py on a data root with one dataset: the JSON and the table hold the model's Y-PSNR."""
+    from progsr.metrics import psnr
+
+    out = tmp_path / "quality.json"
+    done = _script("quality.py", "--method", tiny["weights"], "--datasets", "Tiny", "--scales", 2,
+                   "--data-root", tiny["data"], "--device", "cpu", "--out", out, cwd=tmp_path)
+    doc = json.loads(out.read_text())
+    assert doc["method"]["name"] == "rand" and doc["settings"]["scales"] == [2]
+    x2 = doc["results"]["Tiny"]["x2"]
+    assert list(x2["images"]) == ["a.png"] and x2["mean"] == x2["images"]["a.png"]
+    expected = psnr(_model_x2(tiny["weights"], tiny["hr"]), tiny["hr"], crop_border=2)
+    assert x2["mean"]["psnr"] == pytest.approx(expected, abs=1e-6)
+    assert f"| x2 | {x2['mean']['psnr']:.2f} / {x2['mean']['ssim']:.4f} |" in done.stdout
+
+
+def test_realworld_scores_each_level_and_writes_the_crop_sheet(tiny, tmp_path):
+    """benchmarks/realworld.py: bicubic and the model at the clean and medium levels, x2, one image, crops."""
+    from progsr.metrics import psnr
+
+    out = tmp_path / "rw" / "x.json"
+    done = _script("realworld.py", "--datasets", "Tiny", "--data-root", tiny["data"], "--methods", "bicubic",
+                   tiny["weights"], "--levels", "clean", "medium", "--scales", 2, "--limit", 1, "--crops",
+                   "--crop-size", 16, "--out", out, cwd=tmp_path)
+    doc = json.loads(out.read_text())
+    assert doc["methods"] == ["bicubic", "rand"] and doc["levels"] == ["clean", "medium"]
+    levels = doc["results"]["Tiny"]["x2"]
+    assert set(levels) == {"clean", "medium"}
+    # clean is the benchmark protocol itself; the medium level's blur, noise and JPEG cost PSNR
+    clean = levels["clean"]
+    assert clean["bicubic"]["psnr"] == pytest.approx(psnr(_bicubic_x2(tiny["hr"]), tiny["hr"], crop_border=2), abs=1e-6)
+    assert clean["rand"]["psnr"] == pytest.approx(psnr(_model_x2(tiny["weights"], tiny["hr"]), tiny["hr"],
+                                                       crop_border=2), abs=1e-6)
+    assert levels["medium"]["bicubic"]["psnr"] < clean["bicubic"]["psnr"]
+    assert f"| clean | {clean['bicubic']['psnr']:.2f} | {clean['rand']['psnr']:.2f} |" in done.stdout
+    (sheet,) = doc["crops"]
+    sheet = np.asarray(Image.open(sheet))
+    assert sheet.shape == (2 * 16, 4 * 16 + 3 * 4, 3)  # a row per level: LR | bicubic | rand | HR, 4 px gaps
+    for row in (sheet[:16], sheet[16:]):
+        np.testing.assert_array_equal(row[:, -16:], tiny["hr"][16:32, 12:28])  # the HR's centre
+
+
+def test_speed_times_bicubic_and_the_model(tiny, tmp_path):
+    """benchmarks/speed.py: one 16 px input at x2, automatic tiling, one timed run per row."""
+    stem = tmp_path / "speed"
+    _script("speed.py", "--devices", "cpu", "--sizes", 16, "--scales", 2, "--tiles", 0, "--repeats", 1, "--seconds", 0,
+            "--model", tiny["weights"], "--out", stem, cwd=tmp_path)
+    result = json.loads((tmp_path / "speed.json").read_text())
+    assert result["model"] == str(tiny["weights"])
+    rows = [(r["device"], r["method"], r["precision"], r["size"], r["scale"], r["tile"], r["tiles"], r["runs"])
+            for r in result["rows"]]
+    assert rows == [("cpu", "bicubic", "fp64", 16, 2, "-", 1, 1), ("cpu", "progsr", "fp32", 16, 2, "auto", 1, 1)]
+    assert all(r["ms"] > 0 and r["peak_mib"] > 0 for r in result["rows"])
+    table = (tmp_path / "speed.md").read_text()
+    assert "| cpu | progsr | fp32 | 16x16 | x2 | 32x32 | auto | 1 |" in table
+
+
+def test_validate_scores_the_forward_pass_and_the_upscaler(tiny, tmp_path):
+    """benchmarks/validate.py on an HR folder: pre-pad 0 is the plain forward pass, pre-pad 8 is scored apart."""
+    done = _script("validate.py", tiny["weights"], "--val", tiny["data"] / "Tiny", "--scales", 2, "--pre-pad", 0, 8,
+                   cwd=tmp_path)
+    results = json.loads(done.stdout.strip().splitlines()[-1])[str(tiny["weights"])]
+    assert list(results) == ["forward", "upscaler_pad0", "upscaler_pad8"]
+    assert set(results["forward"]) == {"val/psnr_x2", "val/grid_x2", "val/texture_x2"}
+    assert results["upscaler_pad0"] == pytest.approx(results["forward"], abs=1e-9)
+    assert results["upscaler_pad8"]["val/psnr_x2"] != pytest.approx(results["forward"]["val/psnr_x2"], abs=1e-6)
+    assert sum(line.startswith("| rand.safetensors |") for line in done.stdout.splitlines()) == 3
 
 
 def test_gpu_train_script_runs_its_path_on_the_cpu_with_a_tiny_budget(tmp_path):
     """scripts/gpu_train.sh run: a budgeted chunk from the shipped weights, a checkpoint, an exported generator."""
-    import os
-
-    import numpy as np
-    from PIL import Image
     from skimage import data
 
     folder = tmp_path / "data"
@@ -49,14 +192,10 @@ def test_gpu_train_script_runs_its_path_on_the_cpu_with_a_tiny_budget(tmp_path):
 
 def test_train_cost_times_the_training_step_of_each_variant(tmp_path):
     """benchmarks/train_cost.py runs train_step on synthetic batches; a variant's overrides reach its config."""
-    import json
-
     out = tmp_path / "cost.json"
-    done = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "train_cost.py"), "--config", "tiny",
-                           "--set", "phase=gan", "--set", "adversarial_weight=0.1", "--iters", "2", "--warmup", "0",
-                           "--variant", "ragan", "--variant", "wgan", "adversarial_loss=wgan_gp", "--out", str(out)],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = _script("train_cost.py", "--config", "tiny", "--set", "phase=gan", "--set", "adversarial_weight=0.1",
+                   "--iters", 2, "--warmup", 0, "--variant", "ragan", "--variant", "wgan", "adversarial_loss=wgan_gp",
+                   "--out", out, cwd=tmp_path, timeout=300)
     rows = json.loads(out.read_text())["rows"]
     assert [(r["variant"], r["overrides"]) for r in rows] == [("ragan", []), ("wgan", ["adversarial_loss=wgan_gp"])]
     assert all(r["cpu_s"] > 0 and len(r["cpu_s_all"]) == 2 for r in rows)
@@ -65,8 +204,6 @@ def test_train_cost_times_the_training_step_of_each_variant(tmp_path):
 
 def _fake_run(folder, schedule, seed, points):
     """A run folder as progsr train leaves it: config.json and a metrics log with bicubic and validation records."""
-    import json
-
     from progsr.training.config import TrainConfig
 
     folder.mkdir()
@@ -80,15 +217,10 @@ def _fake_run(folder, schedule, seed, points):
 
 
 def test_schedule_report_times_both_runs_to_the_lower_final_x8(tmp_path):
-    import json
-
     _fake_run(tmp_path / "p", "progressive", 0, [(100, 300.0, 33.0, 24.0), (200, 600.0, 33.5, 25.0), (300, 900.0, 33.6, 25.2)])
     _fake_run(tmp_path / "s", "simultaneous", 0, [(100, 400.0, 33.2, 24.2), (200, 800.0, 33.4, 24.6), (300, 1200.0, 33.7, 25.1)])
-    script = str(REPO_ROOT / "benchmarks" / "schedule.py")
-    for args in (["collect", str(tmp_path / "p"), str(tmp_path / "s"), "--out", str(tmp_path / "c")],
-                 ["report", str(tmp_path / "c.json")]):
-        done = subprocess.run([sys.executable, script, *args], capture_output=True, text=True, timeout=120)
-        assert done.returncode == 0, done.stderr
+    _script("schedule.py", "collect", tmp_path / "p", tmp_path / "s", "--out", tmp_path / "c", cwd=tmp_path)
+    _script("schedule.py", "report", tmp_path / "c.json", cwd=tmp_path)
     assert (tmp_path / "c.csv").read_text().count("\n") == 7  # header and six validations, no training record
     row = json.loads((tmp_path / "c_report.json").read_text())["comparisons"][0]
     assert row["target_x8"] == 25.1  # the lower final value

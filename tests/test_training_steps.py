@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from progsr.models.discriminator import DiscriminatorConfig, ProgressiveDiscriminator
-from progsr.models.generator import GeneratorConfig, ProgressiveGenerator
+from progsr.losses import feature_distance, triplet_loss
+from progsr.models.generator import GeneratorConfig, ProgressiveGenerator, upsample_image
 from progsr.training.config import TrainConfig, check_config
 from progsr.training.steps import discriminator_loss, generator_losses, train_step
 
@@ -55,6 +56,17 @@ def _setup(**overrides):
     return cfg, G, groups
 
 
+def _nonzero_heads(G):
+    """Random to_rgb heads: at initialisation they are zero, and each stage output is exactly the interpolated
+    previous one (the triplet's positive would equal its negative)."""
+    torch.manual_seed(2)
+    with torch.no_grad():
+        for stage in G.stages:
+            stage.to_rgb.weight.normal_(0, 0.1)
+            stage.to_rgb.bias.normal_(0, 0.02)
+    return G
+
+
 @pytest.mark.parametrize("stages, expected", [("all", [32, 32, 64, 64]), ("top", [64, 64])])
 def test_perceptual_stages_pick_where_lpips_runs(stages, expected):
     cfg, G, groups = _setup(perceptual_weight=1.0, perceptual_stages=stages)
@@ -67,10 +79,18 @@ def test_perceptual_stages_pick_where_lpips_runs(stages, expected):
 def test_lpips_triplet_reuses_the_target_features():
     cfg, G, groups = _setup(perceptual_weight=1.0, triplet_weight=1.0, triplet_distance="lpips",
                             perceptual_stages="top")
+    _nonzero_heads(G)
     lpips = CountingLPIPS()
-    _, terms, _ = generator_losses(G, None, lpips, groups, 3, 1.0, cfg, AMP)
+    _, terms, outputs = generator_losses(G, None, lpips, groups, 3, 1.0, cfg, AMP)
     assert lpips.sizes == [64, 64, 64]  # target, output, negative: the target is not run twice
-    assert 0.0 <= terms["triplet_active"].item() <= 1.0
+    # only the top stage has LPIPS (perceptual_stages="top"): anchor = its target, positive = its output,
+    # negative = the x4 output interpolated up
+    target, out = groups[0][2][2], outputs[0][2]
+    d_ap = lpips.distance(lpips.features(target), lpips.features(out))
+    d_an = lpips.distance(lpips.features(target), lpips.features(upsample_image(outputs[0][1])))
+    loss, active = triplet_loss(d_ap, d_an, cfg.triplet_margin)
+    assert terms["triplet"].item() == pytest.approx(loss.item(), rel=1e-5)
+    assert terms["triplet_active"].item() == pytest.approx(active.item())
 
 
 @pytest.mark.parametrize("adv_stages, expected", [("all", [1, 1, 2, 2, 3, 3]), ("top", [3, 3])])
@@ -89,23 +109,106 @@ def test_adversarial_stages_pick_what_d_judges(adv_stages, expected):
 def test_dfeat_triplet_only_on_the_judged_stages():
     cfg, G, groups = _setup(adversarial_weight=0.1, adversarial_stages="top", triplet_weight=1.0,
                             triplet_distance="dfeat")
+    _nonzero_heads(G)
     D = CountingD()
-    _, terms, _ = generator_losses(G, D, None, groups, 3, 1.0, cfg, AMP)
+    _, terms, outputs = generator_losses(G, D, None, groups, 3, 1.0, cfg, AMP)
     assert D.stages == [3, 3, 3]  # real, fake and the negative, all at the top stage
-    assert "triplet" in terms
+    # the distances are between D's features of the target and of the output / the interpolated x4 output
+    lr, target, out = groups[0][1], groups[0][2][2], outputs[0][2]
+    with torch.no_grad():
+        f_anchor, f_pos, f_neg = (D(img, lr, 3, return_features=True)[1]
+                                  for img in (target, out, upsample_image(outputs[0][1])))
+    loss, active = triplet_loss(feature_distance(f_anchor, f_pos), feature_distance(f_anchor, f_neg),
+                                cfg.triplet_margin)
+    assert terms["triplet"].item() == pytest.approx(loss.item(), rel=1e-5) and loss.item() > 0
+    assert terms["triplet_active"].item() == pytest.approx(active.item())
+
+
+def _changed(module, before):
+    """The names of the parameters that differ from `before` (a {name: tensor} snapshot)."""
+    return {name for name, p in module.named_parameters() if not torch.equal(p, before[name])}
 
 
 @pytest.mark.parametrize("loss", ["ragan", "wgan_gp"])
-def test_train_step_updates_g_and_d_with_either_adversarial_loss(loss):
-    cfg, G, groups = _setup(adversarial_weight=0.1, adversarial_loss=loss, d_steps=1)
+def test_train_step_updates_exactly_the_active_parts_of_g_and_d(loss):
+    """An x4 batch at stage 2 fading in (alpha 0.5): G's x2 and x4 stages move, its x8 stage does not; D, judging
+    the x4 image only, moves exactly the layers that judge a faded-in x4 image: the x4 entry and the x2 one it is
+    blended with, the blocks down to the LR, the head."""
+    cfg, G, _ = _setup(adversarial_weight=0.1, adversarial_loss=loss, adversarial_stages="top", d_steps=1)
+    _nonzero_heads(G)  # else only the to_rgb heads get a gradient
+    lr = torch.rand(4, 3, 8, 8)
+    groups = [(4, lr, [torch.rand(4, 3, 16, 16), torch.rand(4, 3, 32, 32)])]
     D = ProgressiveDiscriminator(DiscriminatorConfig.tiny())
     opt_G, opt_D = torch.optim.Adam(G.parameters(), 1e-3), torch.optim.Adam(D.parameters(), 1e-3)
-    g0 = [p.detach().clone() for p in G.parameters()]
-    d0 = [p.detach().clone() for p in D.parameters()]
-    terms = train_step(G, D, opt_G, opt_D, None, groups, 3, 1.0, cfg, AMP, 1e-3)
+    g0 = {n: p.detach().clone() for n, p in G.named_parameters()}
+    d0 = {n: p.detach().clone() for n, p in D.named_parameters()}
+    terms = train_step(G, D, opt_G, opt_D, None, groups, 2, 0.5, cfg, AMP, 1e-3)
     assert torch.isfinite(terms["total"]) and torch.isfinite(terms["d_loss"])
-    assert any(not torch.equal(a, b) for a, b in zip(g0, G.parameters()))
-    assert any(not torch.equal(a, b) for a, b in zip(d0, D.parameters()))
+    assert _changed(G, g0) == {n for n in g0 if not n.startswith("stages.2.")}
+    unused = ("from_rgb.0.", "from_rgb.3.", "blocks.2.")  # the LR entry and the x8 path
+    assert _changed(D, d0) == {n for n in d0 if not n.startswith(unused)}
+
+
+def test_top_stage_losses_and_gradients_use_the_faded_output():
+    """At stage 3, alpha 0.5: the x8 group's x8 image is base + 0.5 * residual over the interpolated x4 image;
+    an x4 group in the same batch runs at alpha 1. The loss and G's gradients match that computed by hand."""
+    cfg, G, _ = _setup(pixel_weight=1.0)
+    _nonzero_heads(G)
+    lr4, lr8 = torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8)
+    t4 = [torch.rand(2, 3, 16, 16), torch.rand(2, 3, 32, 32)]
+    t8 = [torch.rand(2, 3, 16, 16), torch.rand(2, 3, 32, 32), torch.rand(2, 3, 64, 64)]
+    groups = [(4, lr4, t4), (8, lr8, t8)]
+
+    def grads(loss):
+        G.zero_grad(set_to_none=True)
+        loss.backward()
+        return {n: p.grad.clone() for n, p in G.named_parameters()}
+
+    total, terms, outputs = generator_losses(G, None, None, groups, 3, 0.5, cfg, AMP)
+    got = grads(total)
+
+    from progsr.losses import charbonnier
+
+    x2, x4, x8_full = G(lr8, scale=8, alpha=1.0, return_stages=True)
+    base = upsample_image(x4)
+    x8 = base + 0.5 * (x8_full - base)
+    faded = charbonnier(x2, t8[0]) + charbonnier(x4, t8[1]) + charbonnier(x8, t8[2])
+    full = sum(charbonnier(o, t) for o, t in zip(G(lr4, scale=4, alpha=1.0, return_stages=True), t4))
+    assert torch.allclose(outputs[1][2], x8, atol=1e-6) and not torch.allclose(x8, x8_full, atol=1e-3)
+    assert terms["pixel_x8"].item() == pytest.approx(faded.item(), rel=1e-6)
+    assert terms["pixel_x4"].item() == pytest.approx(full.item(), rel=1e-6)
+    expected = grads(0.5 * full + 0.5 * faded)  # each group is half the batch
+    for name, grad in expected.items():
+        assert torch.allclose(got[name], grad, rtol=1e-4, atol=1e-7), name
+
+
+@pytest.mark.parametrize("distance", ["l1", "lpips", "dfeat"])
+def test_triplet_gradient_flows_only_through_the_positive(distance, monkeypatch):
+    """The triplet loss gets d(anchor, positive) with a gradient path to G, and d(anchor, negative) without one:
+    the anchor is the target and the negative the previous stage's output, interpolated and detached."""
+    import progsr.training.steps as steps
+
+    cfg, G, groups = _setup(triplet_weight=1.0, triplet_distance=distance, adversarial_weight=0.1,
+                            adversarial_stages="all", perceptual_weight=1.0 if distance == "lpips" else 0.0)
+    _nonzero_heads(G)
+    D = ProgressiveDiscriminator(DiscriminatorConfig.tiny()).requires_grad_(False)  # frozen, as in G's step
+    lpips = CountingLPIPS() if distance == "lpips" else None
+    seen = []
+
+    def recording(d_ap, d_an, margin):
+        seen.append((d_ap, d_an))
+        return triplet_loss(d_ap, d_an, margin)
+
+    monkeypatch.setattr(steps, "triplet_loss", recording)
+    _, terms, _ = generator_losses(G, D, lpips, groups, 3, 1.0, cfg, AMP)
+    assert len(seen) == {"l1": 3, "lpips": 2, "dfeat": 3}[distance]  # LPIPS skips the 16 px stage
+    for d_ap, d_an in seen:
+        assert d_ap.requires_grad and d_ap.grad_fn is not None
+        assert not d_an.requires_grad and d_an.grad_fn is None
+    # the positive's gradient reaches G: the triplet term alone moves the stage heads
+    G.zero_grad(set_to_none=True)
+    terms["triplet"].backward()
+    assert all(s.to_rgb.weight.grad is not None and s.to_rgb.weight.grad.abs().sum() > 0 for s in G.stages)
 
 
 def test_wgan_gp_critic_loss_includes_the_penalty_and_the_drift():
