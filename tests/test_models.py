@@ -505,3 +505,13 @@ def test_failed_save_leaves_neither_the_file_nor_a_temp(tmp_path, monkeypatch):
     with pytest.raises(UserError, match="No space left"):
         save_generator(trained_like(seed=1), tmp_path / "g.safetensors")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_spectral_norm_with_equalized_lr_is_refused():
+    from progsr.training.config import apply_overrides, check_config, load_config
+
+    with pytest.raises(UserError, match="spectral_norm and equalized_lr cannot be combined"):
+        DiscriminatorConfig(spectral_norm=True)
+    with pytest.raises(UserError, match="spectral_norm and equalized_lr"):
+        check_config(apply_overrides(load_config("x8_gan"), ["discriminator.spectral_norm=true"]))
+    assert DiscriminatorConfig(spectral_norm=True, equalized_lr=False).spectral_norm

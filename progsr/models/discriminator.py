@@ -33,6 +33,11 @@ class DiscriminatorConfig(ConfigMixin):
             raise UserError(f"discriminator config: channels must be a tuple of 2 to 4 widths, got {self.channels!r}")
         if min(self.channels) < 1 or self.head_blocks < 0 or self.mbstd_group_size < 1:
             raise UserError("discriminator config: channels and mbstd_group_size must be >= 1, head_blocks >= 0")
+        if self.spectral_norm and self.equalized_lr:
+            # spectral norm divides by the weight's largest singular value, equalized lr then scales by
+            # sqrt(2 / fan_in) again: every layer shrinks to a few percent of its scale and D's output vanishes
+            raise UserError("discriminator config: spectral_norm and equalized_lr cannot be combined "
+                            "(set equalized_lr false to use spectral_norm)")
 
     @property
     def num_stages(self) -> int:
