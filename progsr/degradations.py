@@ -315,6 +315,22 @@ def pillow_jpeg(img: np.ndarray, quality: int) -> np.ndarray:
     return np.array(Image.open(buffer).convert("RGB" if img.ndim == 3 else "L"))
 
 
+def pillow_table(quality: int) -> tuple[int, ...]:
+    """The luminance quantisation table a Pillow JPEG at `quality` carries (read back from a real file)."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buffer, format="JPEG", quality=int(quality), subsampling=2)
+    buffer.seek(0)
+    return tuple(Image.open(buffer).quantization[0])
+
+
+def level_table(level: str) -> tuple[int, ...] | None:
+    """The luminance table of a level's LR file (None for a level without JPEG): what `auto` reads from a file."""
+    quality = LEVELS[level].quality
+    return pillow_table(quality) if quality else None
+
+
 def degrade_level(hr: np.ndarray, scale: int, level: str, name: str) -> tuple[np.ndarray, np.ndarray]:
     """(HR modcropped to scale, its degraded uint8 LR) for one of LEVELS; `name` seeds the noise.
 

@@ -44,6 +44,7 @@ class ImageData:
     icc_profile: bytes | None = None
     exif: bytes | None = None  # orientation already applied to `pixels` and reset to 1 here
     format: str | None = None  # Pillow's name for the source format ("PNG", "JPEG", ...), None for in-memory images
+    quantization: tuple[int, ...] | None = None  # a JPEG's luminance quantisation table (64 values), else None
 
 
 def check_pixels(width: int, height: int, max_pixels: int | None, name) -> None:
@@ -107,11 +108,19 @@ def _pil_metadata(img: Image.Image) -> tuple[int, bytes | None, bytes | None]:
     return orientation, icc, exif
 
 
+def _luma_table(img: Image.Image) -> tuple[int, ...] | None:
+    """The first (luminance) quantisation table of a JPEG, as Pillow reads it; None for other formats."""
+    tables = getattr(img, "quantization", None)
+    if not tables or 0 not in tables or len(tables[0]) != 64:
+        return None
+    return tuple(int(v) for v in tables[0])
+
+
 def from_pil(img: Image.Image) -> ImageData:
-    """An in-memory Pillow image as ImageData (orientation applied, metadata kept)."""
+    """An in-memory Pillow image as ImageData (orientation applied, metadata kept; a JPEG keeps its table)."""
     img.load()
     orientation, icc, exif = _pil_metadata(img)
-    return ImageData(apply_orientation(_pil_pixels(img), orientation), icc, exif, None)
+    return ImageData(apply_orientation(_pil_pixels(img), orientation), icc, exif, None, _luma_table(img))
 
 
 def _is_16bit_colour(img: Image.Image) -> bool:
@@ -149,7 +158,7 @@ def read_image(path, max_pixels: int | None = None) -> ImageData:
         img = _load(img, path)
         orientation, icc, exif = _pil_metadata(img)
         pixels = _decode_16bit(path, la) if sixteen else _pil_pixels(img)
-        return ImageData(apply_orientation(pixels, orientation), icc, exif, img.format)
+        return ImageData(apply_orientation(pixels, orientation), icc, exif, img.format, _luma_table(img))
 
 
 def _open_lazy(path: Path, max_pixels: int | None) -> Image.Image:
