@@ -83,12 +83,13 @@ class CleanupEstimate:
     quality: int | None  # JPEG quality from the file's table, None when the file is no JPEG
     noise: float | None  # noise sigma, 8-bit levels (None: too small an image to tell noise from texture)
     blockiness: float  # 8x8 block energy ratio of the pixels
+    note: str = ""  # why the strength was overridden (e.g. the real-world model is not installed)
 
     def describe(self) -> str:
         """One line for the CLI and the app: what was detected and the chosen strength."""
         seen = [f"JPEG quality {self.quality}" if self.quality is not None else f"blockiness {self.blockiness:.2f}",
                 f"noise {self.noise:.1f}" if self.noise is not None else "noise unknown"]
-        return f"clean-up auto {self.strength:.2f} ({', '.join(seen)})"
+        return f"clean-up auto {self.strength:g} ({', '.join(seen + ([self.note] if self.note else []))})"
 
 
 def estimate(pixels: np.ndarray, quantization=None) -> CleanupEstimate:

@@ -28,11 +28,12 @@ progsr/planes.py; this module drives them.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import threading
 import warnings
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 import numpy as np
 import torch
@@ -47,6 +48,14 @@ from progsr.tiling import (MIN_TILE, Progress, activation_bytes_per_pixel, choos
 
 DEFAULT_MAX_PIXELS = 16_777_216  # input pixels (4096 x 4096); the output has scale^2 times as many
 DEFAULT_PRE_PAD = 0  # LR pixels of reflection around the image (see step 2 above)
+
+
+class FileResult(NamedTuple):
+    """What upscale_file did: input and output (width, height), and what clean-up `auto` saw (else None)."""
+
+    in_size: tuple[int, int]
+    out_size: tuple[int, int]
+    cleanup: object = None  # a progsr.cleanup.CleanupEstimate
 
 
 class Upscaler:
@@ -70,8 +79,8 @@ class Upscaler:
                  tile_overlap: int | None = None, tile_batch: int | None = None,
                  realism: float | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS,
                  pre_pad: int = DEFAULT_PRE_PAD, compile: bool = False,
-                 max_output_pixels: int | None = -1):
-        from progsr.models.io import RealismBlend, check_realism, load_generator, shipped_model_path
+                 max_output_pixels: int | None = -1, clean: float | str | None = None):
+        from progsr.models.io import REALISM_MODELS, ShippedBlend, check_realism, load_generator, shipped_model_path
 
         if tile_overlap is not None and tile_overlap < 0:
             raise UserError(f"--tile-overlap {tile_overlap}: must be >= 0")
@@ -95,13 +104,17 @@ class Upscaler:
         self._bytes_per_pixel: dict[int, float] = {}
         self._tile_cap: int | None = None  # lowered after an out-of-memory retry
 
-        self._blend = None  # the realism blend of the shipped weights, when realism is given
-        if realism is not None:
-            check_realism(model)
-            self.model_name = "psnr+gan"
-            base = "gan" if float(realism) == 1.0 else "psnr"  # the architecture; set_realism loads the weights
-            self.model, self.metadata = load_generator(shipped_model_path(base), "cpu")
-            self._blend = RealismBlend(self.model.config)
+        if realism is not None or clean is not None:
+            check_realism(model)  # the controls blend the shipped models; a PATH runs as it is
+        self._blend, self._blend_key, self.realism, self.clean = None, None, None, None
+        if model in REALISM_MODELS:  # the shipped weights, blended by (clean, realism)
+            self.model_name = str(model)
+            start = float(realism) if realism is not None else float(model == "gan")
+            self.model, self.metadata = load_generator(shipped_model_path("gan" if start == 1.0 else "psnr"), "cpu")
+            self._blend = ShippedBlend(self.model.config)
+            self.realism = start
+            self.set_clean("auto" if clean is None else clean)
+            self.set_realism(start)
         elif onnx:  # ONNX Runtime runs the network; everything around it is unchanged
             from progsr.onnx_backend import OnnxGenerator
 
@@ -112,12 +125,8 @@ class Upscaler:
             self.model = OnnxGenerator(model)
             self.metadata = self.model.metadata
         else:
-            path = shipped_model_path(model) if model in ("psnr", "gan") else Path(model)
             self.model_name = str(model)
-            self.model, self.metadata = load_generator(path, "cpu")
-        self.realism = None
-        if realism is not None:
-            self.set_realism(realism)
+            self.model, self.metadata = load_generator(Path(model), "cpu")
         self.max_scale = self.model.config.max_scale
         self.scales = self.model.config.scales
         self.model.requires_grad_(False)
@@ -139,20 +148,70 @@ class Upscaler:
                             f"--tile-overlap); use --tile {2 * self.tile_overlap} or more, or a smaller --tile-overlap")
         self._forward = torch.compile(self.model) if compile else self.model
 
-    # ------------------------------------------------------------------------------------------ realism
+    # ------------------------------------------------------------------------------------------ the controls
 
     def set_realism(self, realism: float) -> None:
-        """Switch to the blend (1 - r) * psnr + r * gan of the shipped weights (see models.io.RealismBlend)."""
+        """Set realism r (0 = the psnr side, 1 = the gan side) of the blend of the shipped weights."""
         r = float(realism)
         if not 0.0 <= r <= 1.0:
             raise UserError(f"--realism {realism}: must be between 0 and 1")
         if self._blend is None:
-            raise UserError(f"realism blends the shipped psnr and gan models; this Upscaler runs {self.model_name}")
-        key = round(r, 4)
+            raise UserError(f"realism blends the shipped models; this Upscaler runs {self.model_name}")
         with self._lock:
-            if key != self.realism:
-                self.model.load_state_dict(self._blend.state(key))  # copies into the parameters on their device
-                self.realism = key
+            self.realism = round(r, 4)
+            self._use(self.clean if isinstance(self.clean, float) else 0.0)
+
+    def set_clean(self, clean: float | str) -> None:
+        """Set the clean-up control: c in [0, 1] (0 = the bicubic-trained side, 1 = the real-world side) or "auto"
+        (picked per image by progsr.cleanup.estimate)."""
+        if self._blend is None:
+            raise UserError(f"--clean blends the shipped models; this Upscaler runs {self.model_name}")
+        if str(clean).strip().lower() == "auto":
+            self.clean = "auto"
+            return
+        try:
+            c = float(clean)
+        except ValueError:
+            raise UserError(f"--clean {clean}: must be 'auto' or a number from 0 to 1") from None
+        if not 0.0 <= c <= 1.0:
+            raise UserError(f"--clean {clean}: must be 'auto' or a number from 0 to 1")
+        with self._lock:
+            self.clean = round(c, 4)
+            self._use(self.clean)
+
+    def resolve_clean(self, pixels: np.ndarray, quantization=None):
+        """(clean-up strength for this image, the CleanupEstimate when `auto` chose it, else None).
+
+        `auto` settles on 0 when the shipped models its choice needs are not installed, and says so.
+        """
+        from progsr.models.io import blend_weights, shipped_installed
+
+        if self._blend is None:
+            return 0.0, None
+        if self.clean != "auto":
+            return self.clean, None
+        from progsr.cleanup import estimate
+
+        found = estimate(pixels, quantization)
+        missing = [name for name in blend_weights(found.strength, self.realism) if not shipped_installed(name)]
+        if missing:
+            found = dataclasses.replace(found, strength=0.0, note=f"the {' and '.join(missing)} model is not installed")
+        return found.strength, found
+
+    def _use(self, clean: float) -> None:
+        """Load the blend at (clean, self.realism) into the network unless it is already there (lock held)."""
+        from progsr.models.io import blend_weights, shipped_installed
+
+        if self._blend is None:
+            return
+        key = (round(float(clean), 4), self.realism)
+        if key != self._blend_key:
+            missing = [name for name in blend_weights(*key) if not shipped_installed(name)]
+            if missing:
+                raise UserError(f"--clean {key[0]:g} with --realism {key[1]:g} needs the shipped {missing[0]} model, "
+                                "which is not installed (see the model card)")
+            self.model.load_state_dict(self._blend.state(*key))  # copies into the parameters on their device
+            self._blend_key = key
 
     # ------------------------------------------------------------------------------------------ planning
 
@@ -194,18 +253,22 @@ class Upscaler:
         `realism`, when given, switches the blend first (see set_realism).
         """
         kind, data = self._as_data(img)
-        out = self.upscale_pixels(data.pixels, scale, outscale, size, progress, realism)
+        clean, _ = self.resolve_clean(data.pixels, data.quantization)
+        out = self.upscale_pixels(data.pixels, scale, outscale, size, progress, realism, clean)
         return self._as_kind(kind, ImageData(out, data.icc_profile, data.exif, data.format))
 
     def upscale_stages(self, img, scale: int = 8, progress: Progress | None = None,
-                       realism: float | None = None) -> Iterator[tuple[int, object]]:
+                       realism: float | None = None, clean: float | None = None) -> Iterator[tuple[int, object]]:
         """Yield (stage_scale, image) for x2, x4, ... up to `scale`, each as soon as it is ready (for previews).
 
         Images are the same kind as upscale returns, each what upscale(img, scale=stage_scale) gives (up to
         tile blending). One pass of the network makes them all: a whole image yields x2 before stage 2
-        runs; a tiled image yields them all after its last tile.
+        runs; a tiled image yields them all after its last tile. `clean` (a strength) overrides the
+        Upscaler's clean-up setting for this image.
         """
         kind, data = self._as_data(img)
+        if clean is None:
+            clean, _ = self.resolve_clean(data.pixels, data.quantization)
         if scale not in self.scales:
             raise UserError(f"--scale {scale}: not supported; choose one of {', '.join(map(str, self.scales))}")
         colour, alpha = split_planes(data.pixels, self.max_pixels)
@@ -218,52 +281,58 @@ class Upscaler:
         for s in (s for s in self.scales if s <= scale):
             # The lock is held per stage, never across a yield: the caller may resume us from another thread.
             with self._lock:
-                if blend is not None:
-                    self.set_realism(blend)  # another caller may have switched the blend since our last stage
+                if blend is not None:  # another caller may have switched the blend since our last stage
+                    self.realism = blend
+                    self._use(clean)
                 y = next(run)[0]
             out = finish_planes(y, alpha, (height * s, width * s), data.pixels)
             yield s, self._as_kind(kind, ImageData(out, data.icc_profile, data.exif, data.format))
 
     def upscale_file(self, src, dst, scale: int = 8, outscale: float | None = None,
                      size: tuple[int, int] | None = None, progress: Progress | None = None,
-                     quality: int = 95, before_work=None) -> tuple[tuple[int, int], tuple[int, int]]:
+                     quality: int = 95, before_work=None) -> FileResult:
         """Upscale one file to another at full bit depth with ICC/EXIF carried over; the write is atomic.
 
         The file is read once and planned once; `before_work(out_hw, pixels)`, when given, runs after the
-        plan and before the network (e.g. a free-disk check). Returns ((in_width, in_height), (out_width,
-        out_height)).
+        plan and before the network (e.g. a free-disk check). A JPEG's quantisation table goes to the
+        clean-up's `auto`.
         """
         data = read_image(src, self.max_pixels)
         colour, alpha = split_planes(data.pixels, self.max_pixels)
         model_scale, out_hw = self.plan(*colour.shape[-2:], scale, outscale, size)  # bad options before work
         if before_work is not None:
             before_work(out_hw, data.pixels)
-        out = self._upscale_planned(data.pixels, colour, alpha, model_scale, out_hw, progress)
+        clean, found = self.resolve_clean(data.pixels, data.quantization)
+        out = self._upscale_planned(data.pixels, colour, alpha, model_scale, out_hw, progress, clean=clean)
         write_image(dst, out, data.icc_profile, data.exif, quality)
-        return (data.pixels.shape[1], data.pixels.shape[0]), (out.shape[1], out.shape[0])
+        return FileResult((data.pixels.shape[1], data.pixels.shape[0]), (out.shape[1], out.shape[0]), found)
 
     def upscale_pixels(self, pixels: np.ndarray, scale: int = 8, outscale: float | None = None,
                        size: tuple[int, int] | None = None, progress: Progress | None = None,
-                       realism: float | None = None) -> np.ndarray:
+                       realism: float | None = None, clean: float | None = None) -> np.ndarray:
         """The numpy core: HxW / HxWxC (C = 1..4) uint8, uint16 or float -> the same dtype and layout.
 
         At an exact model scale the result is assembled strip by strip straight into its final dtype, so
-        memory is the output array plus one strip of float tiles, whatever the image size.
+        memory is the output array plus one strip of float tiles, whatever the image size. `clean` (a
+        strength) overrides the clean-up setting; `auto` sees the pixels only here (no JPEG table).
         """
         pixels = np.asarray(pixels)
         colour, alpha = split_planes(pixels, self.max_pixels)
         model_scale, out_hw = self.plan(*colour.shape[-2:], scale, outscale, size)
-        return self._upscale_planned(pixels, colour, alpha, model_scale, out_hw, progress, realism)
+        if clean is None:
+            clean, _ = self.resolve_clean(pixels)
+        return self._upscale_planned(pixels, colour, alpha, model_scale, out_hw, progress, realism, clean)
 
     def _upscale_planned(self, pixels: np.ndarray, colour: torch.Tensor, alpha: np.ndarray | None,
                          model_scale: int, out_hw: tuple[int, int], progress: Progress | None,
-                         realism: float | None = None) -> np.ndarray:
-        """upscale_pixels once the image is split into planes and its output planned."""
+                         realism: float | None = None, clean: float = 0.0) -> np.ndarray:
+        """upscale_pixels once the image is split into planes, its output planned and its clean-up resolved."""
         height, width = colour.shape[-2:]
         self.check_output(height, width, model_scale, out_hw, pixels)
         with self._lock:
             if realism is not None:
                 self.set_realism(realism)
+            self._use(clean)
             if out_hw != (height * model_scale, width * model_scale):  # shrink after the model: a float image
                 y = self._run(colour, model_scale, progress)
                 return finish_planes(y[0], alpha, out_hw, pixels)

@@ -50,6 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "or PATH to a generator .safetensors or an exported .onnx graph (progsr export --onnx)")
     p.add_argument("--realism", type=float, default=None, metavar="R",
                    help="0..1: blend the shipped psnr (0) and gan (1) weights (network interpolation)")
+    p.add_argument("--clean", default=None, metavar="C|auto",
+                   help="0..1 or auto (the default for the shipped models): blend towards the real-world model "
+                        "trained on noisy, blurred, JPEG-compressed inputs; auto picks the strength per image from "
+                        "its JPEG quality, noise and blockiness, and prints what it saw")
     size = p.add_mutually_exclusive_group()
     size.add_argument("--outscale", type=float, default=None, metavar="F",
                       help="any output factor up to 8: runs the next model scale up, then MATLAB-bicubic downscale")
@@ -151,7 +155,7 @@ def _setup(args, local_rank: int):
         warnings.simplefilter("always")
         upscaler = Upscaler(
             model=args.model or "psnr", device=resolve_device(args.device, local_rank), precision=args.precision,
-            tile=args.tile, tile_overlap=args.tile_overlap, realism=args.realism,
+            tile=args.tile, tile_overlap=args.tile_overlap, realism=args.realism, clean=args.clean,
             max_pixels=args.max_pixels or None, compile=args.compile, max_output_pixels=max_output,
         )
     for w in caught:
@@ -224,15 +228,17 @@ def _process(upscaler, jobs: list[Job], scale, size, args, prefix: str, show_bar
             job.dst.parent.mkdir(parents=True, exist_ok=True)
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                (iw, ih), (ow, oh) = upscaler.upscale_file(job.src, job.dst, scale, args.outscale, size, progress,
-                                                           args.quality, functools.partial(check_disk, job))
+                result = upscaler.upscale_file(job.src, job.dst, scale, args.outscale, size, progress,
+                                               args.quality, functools.partial(check_disk, job))
+                (iw, ih), (ow, oh) = result.in_size, result.out_size
                 if size is not None and abs((ow / oh) / (iw / ih) - 1) > 0.01:
                     warnings.warn(f"{job.src}: --size {ow}x{oh} changes the aspect ratio of {iw}x{ih} by "
                                   f"{100 * abs((ow / oh) / (iw / ih) - 1):.0f}% (the image is stretched)")
             for w in caught:
                 say(f"progsr upscale: warning: {w.message}", sys.stderr)
             outcome.done += 1
-            say(f"{prefix}{job.src} -> {job.dst} ({iw}x{ih} -> {ow}x{oh}, {time.perf_counter() - start:.1f}s)")
+            cleanup = f", {result.cleanup.describe()}" if result.cleanup is not None else ""
+            say(f"{prefix}{job.src} -> {job.dst} ({iw}x{ih} -> {ow}x{oh}, {time.perf_counter() - start:.1f}s{cleanup})")
         except UserError as err:
             outcome.failed.append(str(err))
             say(f"progsr upscale: error: {err}", sys.stderr)

@@ -290,10 +290,10 @@ def test_realism_interpolates_the_weights(shipped, img):
     reference = Upscaler(shipped / "mixed.safetensors", device="cpu").upscale(img, scale=2)
     assert np.abs(up.upscale(img, scale=2, realism=0.3).astype(int) - reference).max() <= 1
 
-    blended = up._blend.cache[0.3]
+    blended = up._blend.cache[(0.0, 0.3)]  # (clean, realism)
     up.set_realism(0.0)
     up.set_realism(0.3)
-    assert up._blend.cache[0.3] is blended  # computed once per value
+    assert up._blend.cache[(0.0, 0.3)] is blended  # computed once per value
     with pytest.raises(UserError, match="between 0 and 1"):
         up.set_realism(1.5)
 
@@ -303,7 +303,7 @@ def test_missing_shipped_weights_are_clear_errors(tmp_path, monkeypatch):
     with pytest.raises(UserError, match="shipped 'psnr' model is not installed"):
         Upscaler("psnr")
     save_generator(random_tiny(1), tmp_path / "progsr_x8_psnr.safetensors")
-    with pytest.raises(UserError, match="shipped 'gan' model is not installed"):
+    with pytest.raises(UserError, match="needs the shipped gan model, which is not installed"):
         Upscaler(realism=0.5)
     Upscaler(realism=0.0)  # psnr alone needs no gan weights
 

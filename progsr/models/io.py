@@ -78,13 +78,15 @@ def shipped_model_path(name: str) -> Path:
     return path
 
 
-REALISM_MODELS = ("psnr", "gan")  # the shipped models that the realism control blends
+REALISM_MODELS = ("psnr", "gan")  # the shipped models a user names; the blend also reaches real and realgan
+# (clean c, realism r) corner -> shipped model: the weights blend bilinearly between them
+CORNERS = {(0, 0): "psnr", (0, 1): "gan", (1, 0): "real", (1, 1): "realgan"}
 
 
 def check_realism(model: str) -> None:
-    """The realism blend's precondition: the model is a shipped one it blends; else a one-line UserError."""
+    """The blend's precondition: the model is a shipped one it blends; else a one-line UserError."""
     if model not in REALISM_MODELS:
-        raise UserError("--realism blends the shipped psnr and gan models; it cannot be used with --model PATH")
+        raise UserError("--realism and --clean blend the shipped models; they cannot be used with --model PATH")
 
 
 def realism_available(model: str) -> bool:
@@ -94,40 +96,58 @@ def realism_available(model: str) -> bool:
     return model in REALISM_MODELS and all(shipped_weights(name).is_file() for name in REALISM_MODELS)
 
 
-class RealismBlend:
-    """State dicts (1 - r) * psnr + r * gan of the shipped weights, each r computed once (8 kept, on the CPU).
+def shipped_installed(name: str) -> bool:
+    """Whether the shipped model `name` (a CORNERS value) is installed."""
+    from progsr.paths import shipped_weights
 
-    r = 0 needs only the psnr file and r = 1 only the gan file; both must have `config`'s architecture.
-    Not locked: its caller (Upscaler.set_realism) holds the Upscaler's lock.
+    return shipped_weights(name).is_file()
+
+
+def blend_weights(clean: float, realism: float) -> dict[str, float]:
+    """{shipped model: weight} of the bilinear blend at (clean, realism), zero weights left out:
+    (1-c)(1-r) psnr + (1-c) r gan + c (1-r) real + c r realgan."""
+    weights = {name: (clean if c else 1 - clean) * (realism if r else 1 - realism) for (c, r), name in CORNERS.items()}
+    return {name: w for name, w in weights.items() if w > 0}
+
+
+class ShippedBlend:
+    """State dicts of the shipped weights blended by (clean, realism) (blend_weights), each pair computed once
+    (8 kept, on the CPU). A model with weight 0 is never loaded, so psnr alone needs no other file.
+
+    Not locked: its caller (Upscaler) holds the Upscaler's lock.
     """
 
     def __init__(self, config: GeneratorConfig, cache_size: int = 8):
         self.config, self.cache_size = config, cache_size
-        self.cache: OrderedDict[float, dict] = OrderedDict()
+        self.cache: OrderedDict[tuple[float, float], dict] = OrderedDict()
         self._shipped: dict[str, dict] = {}
 
-    def state(self, r: float) -> dict:
-        """The blended state dict for realism r in [0, 1]."""
-        if r not in self.cache:
-            if r == 0.0:
-                state = self._load("psnr")
-            elif r == 1.0:
-                state = self._load("gan")
+    def state(self, clean: float, realism: float) -> dict:
+        """The blended state dict at (clean, realism), both in [0, 1]."""
+        key = (clean, realism)
+        if key not in self.cache:
+            parts = [(self._load(name), w) for name, w in blend_weights(clean, realism).items()]
+            if len(parts) == 1:
+                state = parts[0][0]
+            elif len(parts) == 2:  # a lerp along one edge: exact at both ends
+                (a, _), (b, wb) = parts
+                state = {k: torch.lerp(a[k], b[k], wb) if a[k].is_floating_point() else a[k] for k in a}
             else:
-                psnr, gan = self._load("psnr"), self._load("gan")
-                state = {k: torch.lerp(psnr[k], gan[k], r) if psnr[k].is_floating_point() else psnr[k] for k in psnr}
-            self.cache[r] = state
+                first = parts[0][0]
+                state = {k: sum(w * p[k] for p, w in parts) if first[k].is_floating_point() else first[k]
+                         for k in first}
+            self.cache[key] = state
             while len(self.cache) > self.cache_size:
                 self.cache.popitem(last=False)
-        self.cache.move_to_end(r)
-        return self.cache[r]
+        self.cache.move_to_end(key)
+        return self.cache[key]
 
     def _load(self, name: str) -> dict:
         """The CPU state dict of a shipped model, loaded once; UserError if its architecture differs."""
         if name not in self._shipped:
             model, _ = load_generator(shipped_model_path(name), "cpu")
             if model.config != self.config:
-                raise UserError(f"--realism: the shipped psnr and gan models have different architectures "
-                                f"({self.config} vs {model.config}); cannot blend them")
+                raise UserError(f"the shipped {name} model's architecture differs from the psnr model's "
+                                f"({model.config} vs {self.config}); cannot blend them")
             self._shipped[name] = model.state_dict()
         return self._shipped[name]
