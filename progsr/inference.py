@@ -150,6 +150,11 @@ class Upscaler:
 
     # ------------------------------------------------------------------------------------------ the controls
 
+    @property
+    def blends(self) -> bool:
+        """Whether this Upscaler runs the shipped weights, blended by the realism and clean-up controls."""
+        return self._blend is not None
+
     def set_realism(self, realism: float) -> None:
         """Set realism r (0 = the psnr side, 1 = the gan side) of the blend of the shipped weights."""
         r = float(realism)

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from progsr.errors import UserError
-from progsr.webapp_jobs import DETAIL_SIZE, FORMATS, TILE_CHOICES, Handlers
+from progsr.webapp_jobs import CLEAN_CHOICES, DETAIL_SIZE, FORMATS, TILE_CHOICES, Handlers
 
 EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
 MODEL_ENV = "PROGSR_APP_MODEL"  # default for --model: "psnr", "gan" or a .safetensors path
@@ -60,10 +60,11 @@ class Engine:
     def __init__(self, config: AppConfig):
         from progsr.inference import Upscaler
 
-        from progsr.models.io import REALISM_MODELS, realism_available
+        from progsr.models.io import REALISM_MODELS, realism_available, shipped_installed
 
         shipped = config.model in REALISM_MODELS
         self.has_gan = realism_available(config.model)  # a --model PATH runs as is, without the slider
+        self.has_clean = shipped and shipped_installed("real")  # the clean-up control needs the real-world model
         self.default_realism = 1.0 if config.model == "gan" else 0.0
         if not shipped and not Path(config.model).expanduser().is_file():
             raise UserError(f"{config.model}: no such weights file (give --model psnr, gan or a .safetensors path)")
@@ -75,11 +76,21 @@ class Engine:
         self.scales = tuple(self.upscaler.scales)
         self.model_name = config.model
 
-    def stages(self, pixels: np.ndarray, scale: int, realism: float, tile: int | None):
+    def clean_for(self, data, choice: str):
+        """(clean-up strength, CleanupEstimate or None) for a job: "auto" reads the image (and its JPEG table)."""
+        if not self.upscaler.blends:
+            return 0.0, None
+        if choice == "auto":
+            return self.upscaler.resolve_clean(data.pixels, data.quantization)
+        return float(choice), None
+
+    def stages(self, pixels: np.ndarray, scale: int, realism: float, tile: int | None, clean: float = 0.0):
         """Yield (stage_scale, pixels) for x2 ... x`scale`. The queue runs one job per device at a time,
         which is what makes setting the shared Upscaler's tile size here safe."""
         self.upscaler.tile = tile
-        yield from self.upscaler.upscale_stages(pixels, scale, realism=realism if self.has_gan else None)
+        blend = self.upscaler.blends
+        yield from self.upscaler.upscale_stages(pixels, scale, realism=realism if self.has_gan else None,
+                                                clean=clean if blend else None)
 
 
 def example_images() -> list[Path]:
@@ -114,6 +125,11 @@ def _layout(config: AppConfig, engine: Engine) -> dict:
                                    label="Scale", elem_id="scale")
             ui["realism"] = gr.Slider(0.0, 1.0, value=engine.default_realism, step=0.05, label="Realism",
                                       info=realism_info, interactive=engine.has_gan, elem_id="realism")
+            clean_info = ("auto: from the file's JPEG quality, noise and blockiness; 0 = the model for clean "
+                          "downscales, 1 = the real-world model for noisy, blurred, compressed photos"
+                          if engine.has_clean else "Off: this server has no real-world model installed")
+            ui["clean"] = gr.Dropdown(list(CLEAN_CHOICES), value="auto", label="Clean-up", info=clean_info,
+                                      interactive=engine.has_clean, elem_id="clean")
             with gr.Accordion("Advanced", open=False):
                 ui["tile"] = gr.Dropdown(list(TILE_CHOICES), value="auto", label="Tile size (input pixels)",
                                          info="auto: from free memory; smaller tiles need less memory", elem_id="tile")
@@ -138,7 +154,7 @@ def _wire(ui: dict, handlers: Handlers, device: str) -> None:
         trigger(handlers.check_upload, [ui["image_in"], ui["scale"]], [ui["image_in"], ui["info"]], preprocess=False,
                 show_progress="hidden", api_name=False, concurrency_limit=4, concurrency_id="check-upload")
     # "minimal": Gradio's time estimate comes from earlier jobs of other sizes; the info line says the stage.
-    ui["run"].click(handlers.upscale, [ui["image_in"], ui["scale"], ui["realism"], ui["tile"], ui["fmt"]],
+    ui["run"].click(handlers.upscale, [ui["image_in"], ui["scale"], ui["realism"], ui["tile"], ui["fmt"], ui["clean"]],
                     [ui["compare"], ui["download"], ui["info"], ui["detail"]], preprocess=False, api_name="upscale",
                     concurrency_limit=1, concurrency_id=f"upscale-{device}", show_progress="minimal")
 

@@ -22,6 +22,7 @@ from progsr.imageio import to_8bit
 
 FORMATS = ("png", "jpg", "webp")
 TILE_CHOICES = ("auto", "128", "256", "512", "1024")
+CLEAN_CHOICES = ("auto", "0", "0.25", "0.5", "0.75", "1")
 DISPLAY_PNG_MAX_PIXELS = 4_000_000  # bigger slider images go to the browser as JPEG; the download is lossless
 DETAIL_SIZE = 384  # output pixels per side of the 1:1 detail view
 
@@ -89,6 +90,22 @@ def parse_scale(value) -> int:
     if not match:
         raise UserError(f"scale must look like 2x, 4x or 8x, got {value!r}")
     return int(match.group(1))
+
+
+def parse_clean(value, available: bool) -> str:
+    """The clean-up choice: "auto" or a strength in [0, 1] as text; a strength needs the real-world model."""
+    text = str(value if value is not None else "auto").strip().lower()
+    if text == "auto":
+        return text
+    try:
+        strength = float(text)
+    except ValueError:
+        raise UserError(f"clean-up must be 'auto' or a number from 0 to 1, got {value!r}") from None
+    if not 0.0 <= strength <= 1.0:
+        raise UserError(f"clean-up must be 'auto' or a number from 0 to 1, got {value!r}")
+    if strength and not available:
+        raise UserError("clean-up needs the shipped real-world model, which this server does not have")
+    return text
 
 
 def parse_tile(value) -> int | None:
@@ -164,10 +181,11 @@ class Handlers:
             return gr.update(), f"{name}: {width}x{height}. **{err}**"
         return gr.update(), f"{name}: {width}x{height}. Pick a scale and press **Upscale**."
 
-    def parse_job(self, scale, realism, tile, fmt) -> tuple[int, float, int | None, str]:
-        """(scale, realism, tile, format) of a job, checked against this server; gr.Error when one is wrong."""
+    def parse_job(self, scale, realism, tile, fmt, clean="auto") -> tuple[int, float, int | None, str, str]:
+        """(scale, realism, tile, format, clean-up) of a job, checked against this server; gr.Error when one is wrong."""
         engine = self.engine
         try:
+            clean = parse_clean(clean, engine.has_clean)
             scale, tile, realism = parse_scale(scale), parse_tile(tile), float(realism)
             if scale not in engine.scales:
                 raise UserError(f"this model makes {', '.join(f'{s}x' for s in engine.scales)}, not {scale}x")
@@ -180,16 +198,16 @@ class Handlers:
                                 f"{Path(engine.model_name).name} only (realism {engine.default_realism:g})")
         except (UserError, ValueError) as err:
             raise _fail(str(err)) from None
-        return scale, realism, tile, str(fmt).lower()
+        return scale, realism, tile, str(fmt).lower(), clean
 
-    def upscale(self, payload, scale, realism, tile, fmt):
+    def upscale(self, payload, scale, realism, tile, fmt, clean="auto"):
         """Stream (before, after) at x2, x4, ... as each stage finishes; then the download and the info line."""
         path, name = self.uploaded(payload)
-        scale, realism, tile, fmt = self.parse_job(scale, realism, tile, fmt)
+        scale, realism, tile, fmt, clean = self.parse_job(scale, realism, tile, fmt, clean)
         data = self.read(path, name, scale)
         request_dir = Path(tempfile.mkdtemp(prefix="request-", dir=self.temp_root))
         try:
-            yield from self._run_job(data, name, scale, realism, tile, fmt, request_dir)
+            yield from self._run_job(data, name, scale, realism, tile, fmt, clean, request_dir)
         except UserError as err:
             raise _fail(str(err).replace(str(path), name)) from None
         except Exception as err:  # a bug or out of memory: the traceback goes to the server log, one line to the user
@@ -202,7 +220,7 @@ class Handlers:
             # Runs after Gradio has copied the last yield's files into its cache, or when the client leaves.
             shutil.rmtree(request_dir, ignore_errors=True)
 
-    def _run_job(self, data, name: str, scale: int, realism: float, tile, fmt: str, request_dir: Path):
+    def _run_job(self, data, name: str, scale: int, realism: float, tile, fmt: str, clean: str, request_dir: Path):
         """The stages as (before/after pair, download, info, detail pair) updates, then the written file."""
         import gradio as gr
 
@@ -211,9 +229,10 @@ class Handlers:
         engine = self.engine
         height, width = data.pixels.shape[:2]
         start = time.perf_counter()
+        strength, found = engine.clean_for(data, clean)
         shown = Image.fromarray(to_display(data.pixels))
         pair = detail = result = None
-        for stage, result in engine.stages(data.pixels, scale, realism, tile):
+        for stage, result in engine.stages(data.pixels, scale, realism, tile, strength):
             # Each stage arrives as a before/after pair at its own size: the slider is the live preview,
             # and the detail slider shows its centre at 1:1, where an x8 result is judged.
             h, w = result.shape[:2]
@@ -237,5 +256,7 @@ class Handlers:
                 f"{engine.device} ({engine.precision})")
         if engine.has_gan:
             info += f", realism {realism:g}"
+        if engine.has_clean:
+            info += f", {found.describe()}" if found is not None else f", clean-up {strength:g}"
         info += "".join(f"\n\nNote: {note}" for note in notes)  # also here: toasts fade, the info line stays
         yield pair, str(out_path), info, detail

@@ -213,3 +213,55 @@ def test_realism_slider_switches_between_the_psnr_and_gan_models(browser, realis
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "app_realism.png"), full_page=True)
     page.close()
+
+
+@pytest.fixture(scope="module")
+def cleanup_app(tmp_path_factory):
+    """The app with tiny psnr, gan, real and realgan weights, so the clean-up control is live."""
+    root = tmp_path_factory.mktemp("cleanup_app")
+    paths = {}
+    for seed, name in ((4, "psnr"), (5, "gan"), (6, "real"), (7, "realgan")):
+        torch.manual_seed(seed)
+        model = ProgressiveGenerator(tiny_config())
+        with torch.no_grad():
+            for p in model.parameters():
+                p.normal_(0.0, 0.05)
+        paths[name] = save_generator(model, root / "weights" / f"progsr_x8_{name}.safetensors")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PROGSR_WEIGHTS", str(root / "weights"))
+        config = webapp.AppConfig(model="psnr", device="cpu", temp_dir=str(root / "requests"))
+        demo = webapp.launch(webapp.build_app(config), host="127.0.0.1", port=0, block=False)
+        yield demo.local_url, paths
+        demo.close()
+
+
+def test_clean_up_auto_reads_the_jpeg_and_a_chosen_strength_overrides_it(browser, cleanup_app, tmp_path):
+    from skimage import data as skdata
+
+    from progsr.inference import Upscaler
+
+    url, paths = cleanup_app
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.set_default_timeout(60_000)
+    page.goto(url)
+    src = tmp_path / "web.jpg"
+    Image.fromarray(skdata.chelsea()[100:164, 150:230]).save(src, quality=30)
+    upload(page, src)
+    page.locator("#info").get_by_text("web.jpg: 80x64").wait_for()
+    page.locator("#scale").get_by_label("2x").check()
+    assert page.locator("#clean input").input_value() == "auto"  # the default
+    pixels = np.asarray(Image.open(src))
+    results = {}
+    for choice, expected_info in (("auto", "clean-up auto 1 (JPEG quality 30"), ("0", "clean-up 0")):
+        if choice != "auto":
+            page.locator("#clean input").click()
+            page.get_by_role("option", name=choice, exact=True).click()
+        page.locator("#run").click()
+        page.locator("#info").get_by_text(expected_info).wait_for()
+        response = page.request.get(page.locator("#download a").first.get_attribute("href"))
+        results[choice] = np.asarray(Image.open(io.BytesIO(response.body())).convert("RGB"))
+    np.testing.assert_array_equal(results["auto"], Upscaler(model=str(paths["real"]), device="cpu").upscale(pixels, 2))
+    np.testing.assert_array_equal(results["0"], Upscaler(model=str(paths["psnr"]), device="cpu").upscale(pixels, 2))
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "app_cleanup.png"), full_page=True)
+    page.close()
