@@ -8,7 +8,8 @@ benchmarks/README.md: Gaussian blur on the HR, MATLAB-bicubic downscale, colour 
 file name, Pillow JPEG 4:2:0), upscaled by each method through Upscaler, and scored against the HR
 under the benchmark protocol (Y channel, `scale` px shaved). A dataset is a folder name under the data
 root, or `val` for the held-out validation split (the one to make choices on). Methods: `bicubic`, a
-shipped model name (psnr, gan, real, realgan) or a .safetensors file. Writes a markdown table, the JSON
+shipped model name (psnr, gan, real, realgan), a .safetensors file, or `auto` (the shipped models with the
+clean-up control on auto, which reads the LR and the JPEG table its file would carry). Writes a markdown table, the JSON
 of every value, and with --crops one side-by-side PNG per scale (LR | each method | HR).
 """
 
@@ -40,21 +41,43 @@ def load_images(dataset: str, root, limit: int | None) -> list[tuple[str, np.nda
     return images[:limit] if limit else images
 
 
+class AutoMethod:
+    """The shipped models with the clean-up control on `auto`: the strength is read from the LR's pixels and
+    the JPEG table its file would carry (the level's, read back from a real Pillow file)."""
+
+    def __init__(self, device):
+        from progsr.inference import Upscaler
+
+        self.upscaler = Upscaler("psnr", device=device, precision="fp32", clean="auto", max_pixels=None,
+                                 max_output_pixels=None)
+        self.strengths: list[float] = []
+
+    def __call__(self, lr, s: int, table=None):
+        strength, _ = self.upscaler.resolve_clean(lr, table)
+        self.strengths.append(strength)
+        return self.upscaler.upscale_pixels(lr, scale=s, clean=strength)
+
+
 def make_methods(names, device) -> dict:
-    """{label: callable(lr_u8, scale) -> sr_u8} for 'bicubic', shipped model names and weights files."""
+    """{label: callable(lr_u8, scale, jpeg_table) -> sr_u8} for 'bicubic', 'auto', shipped model names and files."""
     from progsr.errors import UserError
     from progsr.evaluation import BicubicMethod, GeneratorMethod
     from progsr.paths import WEIGHT_NAMES, shipped_weights
 
     methods = {}
     for name in names:
-        if name == "bicubic":
-            methods[name] = BicubicMethod("symmetric")
+        if name == "auto":
+            methods[name] = AutoMethod(device)
             continue
-        path = shipped_weights(name) if name in WEIGHT_NAMES else Path(name)
-        if not path.is_file():
-            raise UserError(f"{name}: no such weights file ({path})")
-        methods[name if name in WEIGHT_NAMES else path.stem] = GeneratorMethod(path, device)
+        if name == "bicubic":
+            method = BicubicMethod("symmetric")
+        else:
+            path = shipped_weights(name) if name in WEIGHT_NAMES else Path(name)
+            if not path.is_file():
+                raise UserError(f"{name}: no such weights file ({path})")
+            method = GeneratorMethod(path, device)
+        methods[name if name in ("bicubic", *WEIGHT_NAMES) else Path(name).stem] = \
+            lambda lr, s, table=None, method=method: method(lr, s)
     return methods
 
 
@@ -81,7 +104,7 @@ def run(args) -> dict:
     """Score every (dataset, scale, level, method); returns the results document."""
     import torch
 
-    from progsr.degradations import degrade_level
+    from progsr.degradations import degrade_level, level_table
     from progsr.imageio import write_image
     from progsr.metrics import build_lpips, lpips_distance, psnr, ssim
 
@@ -94,11 +117,12 @@ def run(args) -> dict:
         for s in args.scales:
             for level in args.levels:
                 rows = {label: [] for label in methods}
+                table = level_table(level)
                 for index, (name, hr_full) in enumerate(images):
                     hr, lr = degrade_level(hr_full, s, level, name)
                     outputs = []
                     for label, method in methods.items():
-                        sr = method(lr, s)
+                        sr = method(lr, s, table)
                         outputs.append(sr)
                         row = {"psnr": psnr(sr, hr, crop_border=s), "ssim": ssim(sr, hr, crop_border=s)}
                         if lpips_model is not None:
@@ -107,6 +131,8 @@ def run(args) -> dict:
                     if args.crops and index < args.crop_images and hr.ndim == 3:
                         sheets.setdefault((dataset, s), []).append(crop_row(lr, outputs, hr, s, args.crop_size))
                 means = {label: {k: float(np.mean([r[k] for r in rs])) for k in rs[0]} for label, rs in rows.items()}
+                if "auto" in methods:  # the strengths auto chose at this level, for the record
+                    means["auto"]["strength"] = float(np.mean(methods["auto"].strengths[-len(images):]))
                 results.setdefault(dataset, {}).setdefault(f"x{s}", {})[level] = means
                 print(f"realworld: {dataset} x{s} {level}: " + ", ".join(
                     f"{label} {m['psnr']:.2f}" + (f"/{m['lpips']:.3f}" if "lpips" in m else "")
@@ -131,7 +157,8 @@ def format_table(doc: dict) -> str:
             lines += [f"{dataset} {scale} ({metric})", "", "| level | " + " | ".join(doc["methods"]) + " |",
                       "|---|" + "---|" * len(doc["methods"])]
             for level, means in by_level.items():
-                cells = [f"{m['psnr']:.2f}" + (f" / {m['lpips']:.3f}" if "lpips" in m else "") for m in means.values()]
+                cells = [f"{m['psnr']:.2f}" + (f" / {m['lpips']:.3f}" if "lpips" in m else "")
+                         + (f" (c {m['strength']:.2f})" if "strength" in m else "") for m in means.values()]
                 lines.append(f"| {level} | " + " | ".join(cells) + " |")
             lines.append("")
     return "\n".join(lines)
