@@ -29,30 +29,6 @@ def grid_loss(pred: torch.Tensor, target: torch.Tensor, period: int) -> torch.Te
     return (grid_phase_means(pred, period) - grid_phase_means(target, period)).abs().mean()
 
 
-def artifact_map(target: torch.Tensor, pred: torch.Tensor, pred_ema: torch.Tensor, ksize: int = 7) -> torch.Tensor:
-    """LDL's refined artifact map, (N, 1, H, W) (Liang et al., CVPR 2022, "Details or Artifacts").
-
-    The residual |target - pred| summed over channels: its variance over each sample (to the power 1/5) times
-    its unbiased variance in a ksize x ksize window, set to 0 where pred already beats the EMA generator.
-    Hallucinated texture leaves a residual that varies fast and locally; true detail, once learned, leaves
-    a residual below the EMA's. The map keeps its gradient, as in the paper.
-    """
-    residual = (target - pred).abs().sum(1, keepdim=True)
-    residual_ema = (target - pred_ema).abs().sum(1, keepdim=True)
-    patch_level = residual.var(dim=(1, 2, 3), keepdim=True) ** 0.2
-    pad, n = ksize // 2, ksize * ksize
-    padded = F.pad(residual, (pad,) * 4, mode="reflect")
-    mean, mean_sq = F.avg_pool2d(padded, ksize, stride=1), F.avg_pool2d(padded * padded, ksize, stride=1)
-    local = (mean_sq - mean * mean).clamp_min(0) * (n / (n - 1))
-    return (patch_level * local).masked_fill(residual < residual_ema, 0.0)
-
-
-def artifact_loss(target: torch.Tensor, pred: torch.Tensor, pred_ema: torch.Tensor, ksize: int = 7) -> torch.Tensor:
-    """LDL's loss: L1 between the artifact map times the output and the map times the target."""
-    weight = artifact_map(target, pred, pred_ema.detach(), ksize)
-    return (weight * (pred - target)).abs().mean()
-
-
 def highest_frequency_amplitude(img: torch.Tensor, window: int = 7) -> torch.Tensor:
     """Local RMS, per channel, of the image's second differences along x and y ([1, -2, 1] / 4: gain 1 at the
     2 px period, 0.5 at 4 px, 0.1 at 10 px), over window x window px; (N, C, H - 2 - window + 1, ...)."""
@@ -61,34 +37,15 @@ def highest_frequency_amplitude(img: torch.Tensor, window: int = 7) -> torch.Ten
     return (F.avg_pool2d(dxx * dxx + dyy * dyy, window, stride=1) + 1e-8).sqrt()
 
 
-def nyquist_amplitude(img: torch.Tensor, window: int = 8) -> torch.Tensor:
-    """Local amplitude, per channel, of the 2 px-period pattern only (x stripes, y stripes, checkerboard), over
-    window x window px; (N, C, H - 2 - window + 1, ...).
-
-    Second differences (gain 1 at 2 px, 0 for flat and linear ramps) demodulated by the pixel grid's +-1
-    signs and averaged over an even window: a 4 px period cancels exactly and a 3 px one passes at most ~0.16.
-    """
-    core = img[..., 1:-1, 1:-1]
-    dxx = (img[..., 1:-1, 2:] - 2 * core + img[..., 1:-1, :-2]) / 4
-    dyy = (img[..., 2:, 1:-1] - 2 * core + img[..., :-2, 1:-1]) / 4
-    h, w = core.shape[-2:]
-    sy = (1 - 2 * (torch.arange(h, device=img.device) % 2)).to(img.dtype).view(-1, 1)
-    sx = (1 - 2 * (torch.arange(w, device=img.device) % 2)).to(img.dtype)
-    parts = (dxx * sx, dyy * sy, (dxx + dyy) / 2 * (sy * sx))
-    return (sum(F.avg_pool2d(p, window, stride=1) ** 2 for p in parts) + 1e-8).sqrt()
-
-
-def high_frequency_excess_loss(pred: torch.Tensor, target: torch.Tensor, band: str = "2-4px") -> torch.Tensor:
-    """Mean amount by which the output's local high-frequency amplitude exceeds the target's.
+def high_frequency_excess_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean amount by which the output's local 2-4 px amplitude (highest_frequency_amplitude) exceeds the target's.
 
     One-sided: texture up to the target's own level is free, so the term only removes what the target
-    does not have there, such as the 2 px cross-hatch a pixel-shuffle GAN paints on smooth skin. `band`
-    "2-4px" measures it with highest_frequency_amplitude, "2px" with nyquist_amplitude (3-5 px texture free).
+    does not have there, such as the 2 px cross-hatch a pixel-shuffle GAN paints on smooth skin.
     """
-    amplitude = {"2-4px": highest_frequency_amplitude, "2px": nyquist_amplitude}[band]
     with torch.no_grad():
-        reference = amplitude(target)
-    return F.relu(amplitude(pred) - reference).mean()
+        reference = highest_frequency_amplitude(target)
+    return F.relu(highest_frequency_amplitude(pred) - reference).mean()
 
 
 class LPIPSLoss(nn.Module):

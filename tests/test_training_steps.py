@@ -238,24 +238,6 @@ def test_grid_term_is_on_the_group_output_and_weighted_into_the_total():
     assert total.item() == pytest.approx(base.item() + 10.0 * terms["grid"].item(), rel=1e-5)
 
 
-def test_artifact_term_is_on_the_group_output_against_the_ema_generator():
-    import copy
-
-    cfg, G, groups = _setup(pixel_weight=1.0)
-    base, terms, _ = generator_losses(G, None, None, groups, 3, 1.0, cfg, AMP)
-    assert "artifact" not in terms
-    cfg = dataclasses.replace(cfg, artifact_weight=10.0)
-    with pytest.raises(ValueError, match="EMA"):
-        generator_losses(G, None, None, groups, 3, 1.0, cfg, AMP)
-    G_ema = copy.deepcopy(G)  # equal to G: the map is nowhere masked
-    total, terms, outputs = generator_losses(G, None, None, groups, 3, 1.0, cfg, AMP, G_ema)
-    from progsr.losses import artifact_loss
-
-    expected = artifact_loss(groups[0][2][-1], outputs[0][-1], outputs[0][-1].detach())
-    assert terms["artifact"].item() == pytest.approx(expected.item(), rel=1e-5) and expected.item() > 0
-    assert total.item() == pytest.approx(base.item() + 10.0 * terms["artifact"].item(), rel=1e-5)
-
-
 def test_high_frequency_term_is_on_the_group_output_and_weighted_into_the_total():
     from progsr.losses import high_frequency_excess_loss
 
@@ -269,11 +251,6 @@ def test_high_frequency_term_is_on_the_group_output_and_weighted_into_the_total(
     expected = high_frequency_excess_loss(outputs[0][-1], groups[0][2][-1])
     assert terms["high_frequency"].item() == pytest.approx(expected.item(), rel=1e-5) and expected.item() > 0
     assert total.item() == pytest.approx(base.item() + 10.0 * terms["high_frequency"].item(), rel=1e-5)
-    cfg = dataclasses.replace(cfg, high_frequency_band="2px")
-    _, terms, outputs = generator_losses(G, None, None, groups, 3, 1.0, cfg, AMP)
-    expected_2px = high_frequency_excess_loss(outputs[0][-1], groups[0][2][-1], "2px")
-    assert terms["high_frequency"].item() == pytest.approx(expected_2px.item(), rel=1e-5)
-    assert expected_2px.item() != pytest.approx(expected.item(), rel=1e-2)  # the band reaches the loss
 
 
 def test_high_frequency_scales_pick_the_groups_it_penalises():

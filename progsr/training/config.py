@@ -67,9 +67,7 @@ class TrainConfig:
     triplet_distance: str = "l1"  # "l1", "lpips" or "dfeat" (discriminator features, gan phase)
     triplet_margin: float = 0.01
     grid_weight: float = 0.0  # penalty on the output's pattern locked to the upsampling grid (losses.grid_loss)
-    artifact_weight: float = 0.0  # LDL's artifact loss on each group's output, against the EMA generator's
     high_frequency_weight: float = 0.0  # the output's 2-4 px energy beyond the target's (losses.high_frequency_excess_loss)
-    high_frequency_band: str = "2-4px"  # "2-4px" (second differences) or "2px" (the 2 px period only)
     high_frequency_scales: tuple[int, ...] = ()  # the batch groups (by scale) whose output it penalises; () = all
 
     # engineering
@@ -141,7 +139,6 @@ CHOICES = {
     "adversarial_loss": ("ragan", "wgan_gp"),
     "perceptual_stages": ("all", "top"),
     "triplet_distance": ("l1", "lpips", "dfeat"),
-    "high_frequency_band": ("2-4px", "2px"),
 }
 
 
@@ -246,7 +243,7 @@ def check_config(cfg: TrainConfig) -> None:
     if cfg.lr <= 0 or cfg.lr_min < 0 or cfg.d_lr <= 0:
         raise UserError("config: lr and d_lr must be > 0 and lr_min >= 0")
     weights = ("pixel_weight", "perceptual_weight", "adversarial_weight", "triplet_weight", "grid_weight",
-               "artifact_weight", "high_frequency_weight")
+               "high_frequency_weight")
     if any(getattr(cfg, key) < 0 for key in weights + ("wgan_gp_weight", "wgan_drift")):
         raise UserError(f"config: loss weights must be >= 0 ({', '.join(weights)}, wgan_gp_weight, wgan_drift)")
     if not 1 <= cfg.perceptual_layers <= 5:

@@ -336,7 +336,7 @@ def run_loop(cfg, proc: Process, models: Models, data: Data, writer: RunWriter, 
             else:
                 lr_now = learning_rate(it, cfg.lr, cfg)
             terms = train_step(models.G, models.D, models.opt_G, models.opt_D, lpips_loss, groups, stage, alpha, cfg,
-                               amp, lr_now, lambda params: _sync_grads(params, proc.world_size), models.G_ema)
+                               amp, lr_now, lambda params: _sync_grads(params, proc.world_size))
             update_ema(models.G_ema, models.G, it, cfg.ema_beta)
             losses.add(terms)
             done = it + 1

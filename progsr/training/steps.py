@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from progsr.losses import (artifact_loss, charbonnier, feature_distance, gradient_penalty, grid_loss,
+from progsr.losses import (charbonnier, feature_distance, gradient_penalty, grid_loss,
                            high_frequency_excess_loss, l1_distance, ragan_d_loss, ragan_g_loss, triplet_loss,
                            wgan_d_loss, wgan_g_loss)
 from progsr.scales import stage_of
@@ -28,9 +28,8 @@ def _picked(cfg_value: str, n_stages: int) -> list[int]:
     return list(range(n_stages)) if cfg_value == "all" else [n_stages - 1]
 
 
-def generator_losses(G, D, lpips_loss, groups, stage: int, alpha: float, cfg, amp, G_ema=None):
-    """(total loss, {term: value}) for G on this batch; `outs` per group are returned for the D step.
-    G_ema (the EMA generator) is needed only by the artifact term."""
+def generator_losses(G, D, lpips_loss, groups, stage: int, alpha: float, cfg, amp):
+    """(total loss, {term: value}) for G on this batch; `outs` per group are returned for the D step."""
     batch = sum(lr.shape[0] for _, lr, _ in groups)
     terms: dict = {}
     outputs = []
@@ -50,13 +49,7 @@ def generator_losses(G, D, lpips_loss, groups, stage: int, alpha: float, cfg, am
         if cfg.grid_weight > 0:  # on the group's output, where every stage's grid shows (period = its scale)
             _add(terms, "grid", grid_loss(outs[-1], targets[-1], scale), share)
         if cfg.high_frequency_weight > 0 and (not cfg.high_frequency_scales or scale in cfg.high_frequency_scales):
-            _add(terms, "high_frequency", high_frequency_excess_loss(outs[-1], targets[-1], cfg.high_frequency_band), share)
-        if cfg.artifact_weight > 0:
-            if G_ema is None:
-                raise ValueError("the artifact term needs the EMA generator (G_ema)")
-            with torch.no_grad(), amp:
-                out_ema = G_ema(lr, scale=scale, alpha=g_alpha).float()
-            _add(terms, "artifact", artifact_loss(targets[-1], outs[-1], out_ema), share)
+            _add(terms, "high_frequency", high_frequency_excess_loss(outs[-1], targets[-1]), share)
         # Computed once per stage and shared by the terms that need them: the target's LPIPS features (no
         # grad), per-sample LPIPS(target, output), and D's logits and features for the target and the output.
         lpips_t, lpips_d, judged = {}, {}, {}
@@ -110,7 +103,7 @@ def cfg_weight(cfg, key: str) -> float:
     """The config's weight of a loss term (0 for logged-only values)."""
     return {"pixel": cfg.pixel_weight, "perceptual": cfg.perceptual_weight, "triplet": cfg.triplet_weight,
             "adversarial": cfg.adversarial_weight, "grid": cfg.grid_weight,
-            "artifact": cfg.artifact_weight, "high_frequency": cfg.high_frequency_weight}.get(key, 0.0)
+            "high_frequency": cfg.high_frequency_weight}.get(key, 0.0)
 
 
 def _triplet(D, lpips_loss, lr, outs, targets, alphas, lpips_t, lpips_d, judged, cfg, amp):
@@ -170,13 +163,13 @@ def discriminator_loss(D, groups, outputs, stage: int, alpha: float, cfg, amp) -
 
 
 def train_step(G, D, opt_G, opt_D, lpips_loss, groups, stage: int, alpha: float, cfg, amp, lr_now: float,
-               sync_grads=lambda params: None, G_ema=None) -> dict:
+               sync_grads=lambda params: None) -> dict:
     """One iteration: G's update with D frozen, then `d_steps` D updates on the same batch; returns the terms."""
     for group in opt_G.param_groups:
         group["lr"] = lr_now
     if D is not None:  # no gradients for D's weights in G's step
         D.requires_grad_(False)
-    total, terms, outputs = generator_losses(G, D, lpips_loss, groups, stage, alpha, cfg, amp, G_ema)
+    total, terms, outputs = generator_losses(G, D, lpips_loss, groups, stage, alpha, cfg, amp)
     opt_G.zero_grad(set_to_none=True)
     total.backward()
     sync_grads(G.parameters())
