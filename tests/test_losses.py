@@ -172,9 +172,3 @@ def test_high_frequency_excess_is_one_sided_and_removes_only_the_excess():
     loss.backward()
     top = -pred.grad[..., 1:8, 1:-1]  # the flat top half, away from the border the filters cannot see
     assert (top * stripes[..., 1:-1] < 0).all()  # descent moves every striped pixel back towards flat
-
-
-def _wave(period: float, axis: int, size: int = 32) -> torch.Tensor:
-    """0.5 + 0.03 cos(2 pi t / period) along `axis` (-1: x, -2: y) of a 1x1 x size x size image."""
-    t = 0.5 + 0.03 * torch.cos(2 * math.pi * torch.arange(size) / period + 0.3)
-    return (t.view(1, 1, 1, size) if axis == -1 else t.view(1, 1, size, 1)).expand(1, 1, size, size)
