@@ -62,8 +62,8 @@ def collect(args) -> int:
                    **{f"psnr_x{s}": round(r[f"val/psnr_x{s}"], 4) for s in SCALES}}
                   for r in records if "val/psnr_x8" in r and "samples" in r]
         keep = ("schedule", "seed", "iters", "batch_size", "lr", "lr_decay_iters", "stage1_iters", "fade_iters",
-                "stable_iters", "ema_beta", "generator")
-        runs.append({"schedule": cfg["schedule"], "seed": cfg["seed"], "config": {k: cfg[k] for k in keep},
+                "stable_iters", "ema_half_life", "generator")
+        runs.append({"schedule": cfg["schedule"], "seed": cfg["seed"], "config": {k: cfg.get(k) for k in keep},
                      "bicubic": {f"psnr_x{s}": round(bicubic[f"val/bicubic_x{s}"], 4) for s in SCALES},
                      "points": points})
     runs.sort(key=lambda r: (r["seed"], r["schedule"]))

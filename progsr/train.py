@@ -98,6 +98,13 @@ def resolve_run(args) -> tuple[TrainConfig, dict | None]:
     cfg = apply_overrides(cfg, args.set)
     if args.iters is not None:
         cfg = dataclasses.replace(cfg, iters=args.iters)
+    if cfg.init and resume is None and cfg.schedule != "simultaneous":
+        # Trained weights need no fade: while a stage is base + alpha * residual, the losses would push its
+        # trained residual towards residual / alpha, to shrink back as alpha reaches 1.
+        cfg = dataclasses.replace(cfg, schedule="simultaneous")
+        if int(os.environ.get("RANK", "0")) == 0:
+            print("progsr train: --init: every stage trains from the first iteration (the progressive curriculum "
+                  "is for generators grown from scratch; no fade is replayed on trained weights)", file=sys.stderr)
     if cfg.init and resume is None:  # the init weights decide the architecture
         from progsr.models.generator import GeneratorConfig
 

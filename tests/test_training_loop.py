@@ -1,6 +1,7 @@
 """The training loop's own rules: the EMA update, and DDP decisions taken on rank 0's clock (budget, timed checkpoints)."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -13,24 +14,65 @@ from PIL import Image
 from skimage import data as skdata
 
 from progsr.training.checkpoints import list_checkpoints, load_checkpoint
+from progsr.training.config import TrainConfig, ema_beta
 from progsr.training.loop import update_ema
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def test_ema_follows_its_ramp_then_its_beta():
+def test_ema_update_is_a_lerp_and_copies_buffers():
     ema, model = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
     ema.register_buffer("count", torch.zeros(1))
     model.register_buffer("count", torch.ones(1))
     before = [p.detach().clone() for p in ema.parameters()]
-    update_ema(ema, model, it=0, ema_beta=0.999)  # the ramp: beta = 1/10 at the first iteration
+    update_ema(ema, model, 0.9)
     for old, new, target in zip(before, ema.parameters(), model.parameters()):
-        assert torch.allclose(new, 0.1 * old + 0.9 * target)
+        assert torch.allclose(new, 0.9 * old + 0.1 * target)
     assert torch.equal(ema.count, model.count)  # buffers are copied, not averaged
-    before = [p.detach().clone() for p in ema.parameters()]
-    update_ema(ema, model, it=100000, ema_beta=0.99)  # late: beta is ema_beta
-    for old, new, target in zip(before, ema.parameters(), model.parameters()):
-        assert torch.allclose(new, 0.99 * old + 0.01 * target)
+
+
+def test_ema_half_life_is_in_samples_whatever_the_batch():
+    cfg = TrainConfig(ema_half_life=800.0)
+    for batch in (4, 8, 32):
+        beta = ema_beta(10**6, batch, cfg, ramp=False)
+        assert beta ** (800 / batch) == pytest.approx(0.5)  # after 800 samples the old average weighs half
+
+
+def test_a_fine_tune_has_its_full_half_life_from_the_first_update_and_a_fresh_run_ramps():
+    cfg = TrainConfig(ema_half_life=800.0)
+    assert ema_beta(8, 8, cfg, ramp=False) == pytest.approx(0.5 ** (8 / 800))  # fine-tune: the first update
+    assert ema_beta(8, 8, cfg, ramp=True) < 1e-6  # random init: 5% of 8 samples, so the average is G
+    assert ema_beta(16000, 8, cfg, ramp=True) == pytest.approx(0.5 ** (8 / 800))  # ramp over at 800 / 0.05 samples
+    assert ema_beta(8, 8, TrainConfig(ema_half_life=0.0), ramp=False) == 0.0  # 0 copies G
+
+
+def test_old_configs_migrate_to_the_half_life_and_refuse_removed_terms():
+    from progsr.errors import UserError
+    from progsr.training.config import config_from_dict
+
+    cfg = config_from_dict({"ema_beta": 0.999, "batch_size": 8, "artifact_weight": 0.0,
+                            "high_frequency_band": "2-4px"}, TrainConfig(), "checkpoint config")
+    assert cfg.ema_half_life == pytest.approx(8 * math.log(0.5) / math.log(0.999))  # about 5542 samples
+    with pytest.raises(UserError, match="artifact_weight, a term removed"):
+        config_from_dict({"artifact_weight": 1.0}, TrainConfig(), "checkpoint config")
+
+
+def test_fine_tuning_from_init_weights_runs_every_stage_from_the_first_iteration(tmp_path, train_folder):
+    """No fade replay on trained weights: the progressive curriculum is skipped, and the log says so."""
+    from helpers import random_tiny
+
+    from progsr.models.io import save_generator
+    from progsr.train import main
+
+    weights = save_generator(random_tiny(3), tmp_path / "init.safetensors")
+    out = tmp_path / "tune"
+    assert main(["--config", "tiny", "--init", str(weights), "--data", str(train_folder), "--val", "none",
+                 "--out", str(out), "--device", "cpu", "--iters", "6", "--set", "log_every=1"]) == 0
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in records if "loss/total" in r]
+    assert [r["stage"] for r in steps] == [3] * 6 and all(r["alpha"] == 1.0 for r in steps)
+    assert all(f"loss/pixel_x{s}" in steps[0] for s in (2, 4, 8))
+    assert json.loads((out / "config.json").read_text())["schedule"] == "simultaneous"
 
 
 @pytest.fixture(scope="module")
@@ -70,3 +112,25 @@ def test_ddp_budget_mode_with_timed_checkpoints_keeps_replicas_identical_and_fin
     assert 0 < state["iteration"] < 100000  # the budget ended the run
     lrs = [r["lr"] for r in records if "lr" in r]
     assert lrs[-1] < 0.2 * lrs[0] and np.all(np.diff(lrs[1:]) <= 0)  # the budget's cosine, annealed by the end
+
+
+def test_discriminator_warm_up_trains_d_alone_on_the_frozen_generator(tmp_path, train_folder):
+    from helpers import random_tiny
+
+    from progsr.models.io import save_generator
+    from progsr.train import main
+
+    init = random_tiny(3)
+    weights = save_generator(init, tmp_path / "init.safetensors")
+
+    def run(out, iters):
+        assert main(["--config", "tiny", "--init", str(weights), "--data", str(train_folder), "--val", "none",
+                     "--out", str(out), "--device", "cpu", "--iters", str(iters), "--set", "phase=gan",
+                     "--set", "adversarial_weight=0.1", "--set", "d_warmup_iters=3", "--set", "ckpt_every=1"]) == 0
+        return {load_checkpoint(p)["iteration"]: load_checkpoint(p) for p in list_checkpoints(out)}
+
+    states = run(tmp_path / "warm", 4)
+    for k, v in init.state_dict().items():  # G frozen for 3 iterations (also its EMA), then trained
+        assert torch.equal(v, states[3]["G"][k]) and torch.equal(v, states[3]["G_ema"][k])
+    assert any(not torch.equal(v, states[4]["G"][k]) for k, v in init.state_dict().items())
+    assert any(not torch.equal(states[2]["D"][k], states[3]["D"][k]) for k in states[3]["D"])  # D trains meanwhile

@@ -45,10 +45,11 @@ class TrainConfig:
     lr_decay_iters: int = 60000  # the cosine's horizon, fixed when the run starts
     warmup_iters: int = 500
     betas: tuple[float, ...] = (0.9, 0.99)
-    ema_beta: float = 0.999  # EMA of the generator (used for validation and export); 0 copies G
+    ema_half_life: float = 5540.0  # EMA of G (validated, exported): half-life in samples, 0 copies G (see ema_beta)
     d_lr: float = 1e-4
     d_betas: tuple[float, ...] = (0.9, 0.99)
     d_steps: int = 1  # discriminator updates per generator update
+    d_warmup_iters: int = 0  # gan phase: the first iterations train D alone, G frozen (BasicSR's net_d_init_iters)
 
     # losses: a weight of 0 switches a term off (and nothing for it is built or run)
     pixel_weight: float = 1.0  # pixel loss on every active stage against its target
@@ -89,7 +90,7 @@ def _preset_tiny() -> TrainConfig:
     return TrainConfig(
         generator=GeneratorConfig.tiny().to_dict(), discriminator=DiscriminatorConfig.tiny().to_dict(),
         batch_size=4, lr_crop=(8, 6, 4), scale_aug=(1.0,), stage1_iters=4, fade_iters=(2, 2), stable_iters=(2, 2),
-        iters=16, lr_decay_iters=16, lr=1e-3, warmup_iters=0, ema_beta=0.9, log_every=4, val_every=8, ckpt_every=8,
+        iters=16, lr_decay_iters=16, lr=1e-3, warmup_iters=0, ema_half_life=26.0, log_every=4, val_every=8, ckpt_every=8,
     )
 
 
@@ -99,18 +100,18 @@ def _preset_x8_psnr() -> TrainConfig:
 
 
 def _preset_x8_gan() -> TrainConfig:
-    # Started from the PSNR weights (--init). ESRGAN-like balance of pixel, perceptual and a small
-    # adversarial term, sized to about 2 CPU-s per iteration on one thread (benchmarks/train_cost.py;
-    # the table is in progsr/TRAINING.md): LPIPS-vgg truncated to its first two slices and only on each
-    # group's output stage, D at (64, 32, 16, 8) judging only that stage, the triplet on D's features of
-    # it, and 96 px HR crops at x4 and x8. The curriculum is replayed briefly so D grows and fades in
-    # with G's stages; the EMA half-life is about 140 iterations (the run is short). The grid penalty
-    # keeps the truncated LPIPS from printing a dot grid (experiments/HISTORY.md, chunk 2); the 2-4 px texture
+    # Started from the PSNR weights (--init), so every stage trains from the first iteration (no fade is
+    # replayed on trained weights) after 100 iterations that train D alone on the frozen G. ESRGAN-like
+    # balance of pixel, perceptual and a small adversarial term, sized to about 2 CPU-s per iteration on
+    # one thread (benchmarks/train_cost.py; the table is in progsr/TRAINING.md): LPIPS-vgg truncated to
+    # its first two slices and only on each group's output stage, D at (64, 32, 16, 8) judging only that
+    # stage, the triplet on D's features of it, and 96 px HR crops at x4 and x8. The grid penalty keeps
+    # the truncated LPIPS from printing a dot grid (experiments/HISTORY.md, chunk 2); the 2-4 px texture
     # penalty on the x8 samples keeps it from painting a mesh on smooth skin (chunks 8-9).
     return TrainConfig(
         phase="gan", discriminator={"channels": [64, 32, 16, 8], "head_blocks": 1}, lr_crop=(32, 24, 12),
-        stage1_iters=150, fade_iters=(100, 100), stable_iters=(100, 100), iters=4000, lr_decay_iters=4000,
-        lr=1e-4, lr_min=1e-6, warmup_iters=0, d_lr=1e-4, ema_beta=0.995,
+        schedule="simultaneous", iters=4000, lr_decay_iters=4000, d_warmup_iters=100,
+        lr=1e-4, lr_min=1e-6, warmup_iters=0, d_lr=1e-4, ema_half_life=1100.0,
         pixel_weight=0.1, perceptual_weight=1.0, perceptual_net="vgg", perceptual_layers=2, perceptual_stages="top",
         adversarial_weight=5e-3, adversarial_stages="top",
         triplet_weight=0.5, triplet_distance="dfeat", triplet_margin=0.05, grid_weight=10.0,
@@ -142,9 +143,23 @@ CHOICES = {
 }
 
 
+def migrate(data: dict, source: str) -> dict:
+    """A saved config (a checkpoint's, a JSON file's) in today's fields: ema_beta (per iteration) becomes
+    ema_half_life (samples), and the removed terms' fields go when they were off; else a UserError."""
+    data = dict(data)
+    if "ema_beta" in data:
+        beta, batch = float(data.pop("ema_beta")), int(data.get("batch_size", TrainConfig.batch_size))
+        data.setdefault("ema_half_life", batch * math.log(0.5) / math.log(beta) if beta > 0 else 0.0)
+    removed = {"artifact_weight": 0.0, "high_frequency_band": "2-4px"}  # LDL's term and the 2 px band lost A/Bs
+    for key, off in removed.items():
+        if key in data and data.pop(key) != off:
+            raise UserError(f"{source}: uses {key}, a term removed from the recipe (progsr/TRAINING.md)")
+    return data
+
+
 def config_from_dict(data: dict, base: TrainConfig, source: str) -> TrainConfig:
-    """`base` with the keys of `data` replaced, type-checked; unknown keys are a UserError naming `source`."""
-    return replace_checked(base, data, source)
+    """`base` with the keys of `data` (migrated) replaced, type-checked; unknown keys are a UserError naming `source`."""
+    return replace_checked(base, migrate(data, source), source)
 
 
 def load_config(name: str) -> TrainConfig:
@@ -227,7 +242,7 @@ def check_config(cfg: TrainConfig) -> None:
     for key in ("batch_size", "iters", "log_every", "ckpt_every", "keep_ckpts", "d_steps", "lr_decay_iters"):
         if getattr(cfg, key) < 1:
             raise UserError(f"config: {key} must be >= 1, got {getattr(cfg, key)}")
-    for key in ("stage1_iters", "warmup_iters", "val_every", "seed", "ckpt_every_minutes"):
+    for key in ("stage1_iters", "warmup_iters", "val_every", "seed", "ckpt_every_minutes", "d_warmup_iters"):
         if getattr(cfg, key) < 0:
             raise UserError(f"config: {key} must be >= 0, got {getattr(cfg, key)}")
     if min(cfg.fade_iters + cfg.stable_iters, default=0) < 0:
@@ -236,8 +251,8 @@ def check_config(cfg: TrainConfig) -> None:
         raise UserError(f"config: batch_size {cfg.batch_size} is smaller than the number of scales in scale_mix")
     if not cfg.scale_aug or not all(0 < f <= 1 for f in cfg.scale_aug):
         raise UserError(f"config: scale_aug factors must be in (0, 1], got {cfg.scale_aug}")
-    if not 0 <= cfg.ema_beta < 1:
-        raise UserError(f"config: ema_beta must be in [0, 1), got {cfg.ema_beta}")
+    if cfg.ema_half_life < 0:
+        raise UserError(f"config: ema_half_life must be >= 0 samples, got {cfg.ema_half_life}")
     if len(cfg.betas) != 2 or len(cfg.d_betas) != 2:
         raise UserError("config: betas and d_betas take two numbers")
     if cfg.lr <= 0 or cfg.lr_min < 0 or cfg.d_lr <= 0:
@@ -306,6 +321,17 @@ def batch_split(batch_size: int, shares, stage: int) -> list[int]:
     for k in sorted(range(len(exact)), key=lambda k: counts[k] - exact[k])[: batch_size - sum(counts)]:
         counts[k] += 1
     return counts
+
+
+def ema_beta(samples: int, samples_per_iteration: int, cfg: TrainConfig, ramp: bool) -> float:
+    """The EMA's decay for the update after `samples` training samples: 0.5 ** (batch / half-life), so the
+    half-life is ema_half_life samples whatever the batch (stylegan2-ada's rule).
+
+    With `ramp` (a run from random weights) the half-life is at most 5% of the samples seen, so the average
+    forgets the random start; a fine-tune from trained weights has its full half-life from the first update.
+    """
+    half_life = min(cfg.ema_half_life, 0.05 * samples) if ramp else cfg.ema_half_life
+    return 0.5 ** (samples_per_iteration / half_life) if half_life > 0 else 0.0
 
 
 def learning_rate(it: int, base: float, cfg: TrainConfig, budget_fraction: float | None = None) -> float:

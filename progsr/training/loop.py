@@ -26,8 +26,8 @@ from progsr.devices import resolve_device
 from progsr.errors import UserError
 from progsr.scales import scales_up_to
 from progsr.training.checkpoints import read_init_weights, set_rng_state
-from progsr.training.config import (TrainConfig, batch_split, build_model_configs, check_config, learning_rate,
-                                    schedule, stage_boundaries)
+from progsr.training.config import (TrainConfig, batch_split, build_model_configs, check_config, ema_beta,
+                                    learning_rate, schedule, stage_boundaries)
 from progsr.training.writer import LossLog, RunWriter
 
 
@@ -229,12 +229,8 @@ def load_data(cfg: TrainConfig, data_dirs: list[Path], val: str | None, num_stag
     return Data(crops, len(pyramids), val_name, val_images, val_set)
 
 
-def update_ema(G_ema: torch.nn.Module, G: torch.nn.Module, it: int, ema_beta: float) -> None:
-    """G_ema <- beta G_ema + (1 - beta) G, beta = min(ema_beta, (1 + it) / (10 + it)); buffers are copied.
-
-    The ramp keeps the average from dragging in the random init during the first iterations.
-    """
-    beta = min(ema_beta, (1 + it) / (10 + it))
+def update_ema(G_ema: torch.nn.Module, G: torch.nn.Module, beta: float) -> None:
+    """G_ema <- beta G_ema + (1 - beta) G (beta from config.ema_beta); buffers are copied."""
     with torch.no_grad():
         torch._foreach_lerp_(list(G_ema.parameters()), list(G.parameters()), 1.0 - beta)
         for b_ema, b in zip(G_ema.buffers(), G.buffers()):
@@ -336,8 +332,10 @@ def run_loop(cfg, proc: Process, models: Models, data: Data, writer: RunWriter, 
             else:
                 lr_now = learning_rate(it, cfg.lr, cfg)
             terms = train_step(models.G, models.D, models.opt_G, models.opt_D, lpips_loss, groups, stage, alpha, cfg,
-                               amp, lr_now, lambda params: _sync_grads(params, proc.world_size))
-            update_ema(models.G_ema, models.G, it, cfg.ema_beta)
+                               amp, lr_now, lambda params: _sync_grads(params, proc.world_size),
+                               update_g=models.D is None or it >= cfg.d_warmup_iters)
+            update_ema(models.G_ema, models.G,
+                       ema_beta((it + 1) * samples_per_iteration, samples_per_iteration, cfg, ramp=not cfg.init))
             losses.add(terms)
             done = it + 1
             bar.update(1)

@@ -163,17 +163,22 @@ def discriminator_loss(D, groups, outputs, stage: int, alpha: float, cfg, amp) -
 
 
 def train_step(G, D, opt_G, opt_D, lpips_loss, groups, stage: int, alpha: float, cfg, amp, lr_now: float,
-               sync_grads=lambda params: None) -> dict:
-    """One iteration: G's update with D frozen, then `d_steps` D updates on the same batch; returns the terms."""
+               sync_grads=lambda params: None, update_g: bool = True) -> dict:
+    """One iteration: G's update with D frozen (unless `update_g` is False: D's warm-up), then `d_steps` D
+    updates on the same batch; returns the terms."""
     for group in opt_G.param_groups:
         group["lr"] = lr_now
     if D is not None:  # no gradients for D's weights in G's step
         D.requires_grad_(False)
-    total, terms, outputs = generator_losses(G, D, lpips_loss, groups, stage, alpha, cfg, amp)
-    opt_G.zero_grad(set_to_none=True)
-    total.backward()
-    sync_grads(G.parameters())
-    opt_G.step()
+    if update_g:
+        total, terms, outputs = generator_losses(G, D, lpips_loss, groups, stage, alpha, cfg, amp)
+        opt_G.zero_grad(set_to_none=True)
+        total.backward()
+        sync_grads(G.parameters())
+        opt_G.step()
+    else:  # G's outputs and terms (for the log) without a graph or an update
+        with torch.no_grad():
+            total, terms, outputs = generator_losses(G, D, lpips_loss, groups, stage, alpha, cfg, amp)
     if D is not None and cfg.adversarial_weight > 0:
         D.requires_grad_(True)
         for group in opt_D.param_groups:
