@@ -7,7 +7,7 @@ Each HR image is degraded by progsr.degradations.degrade_level (the LEVELS docum
 benchmarks/README.md: Gaussian blur on the HR, MATLAB-bicubic downscale, colour noise seeded from the
 file name, Pillow JPEG 4:2:0), upscaled by each method through Upscaler, and scored against the HR
 under the benchmark protocol (Y channel, `scale` px shaved). A dataset is a folder name under the data
-root, or `val` for the held-out validation split (the one to make choices on). Methods: `bicubic`, a
+root, or `val` for the default validation split (the skimage photos and the held-out training images; the one to make choices on). Methods: `bicubic`, a
 shipped model name (psnr, gan, real, realgan), a .safetensors file, or `auto` (the shipped models with the
 clean-up control on auto, which reads the LR and the JPEG table its file would carry). Writes a markdown table, the JSON
 of every value, and with --crops one side-by-side PNG per scale (LR | each method | HR).
@@ -32,10 +32,10 @@ def load_images(dataset: str, root, limit: int | None) -> list[tuple[str, np.nda
     """[(name, uint8 HR)] of a dataset under the data root, or of the validation split for 'val'."""
     from progsr.evaluation import data_root, dataset_files
     from progsr.protocol import read_hr
-    from progsr.training.data import load_validation
+    from progsr.training.data import DEFAULT_VALIDATION, load_validation
 
     if dataset == "val":
-        images = load_validation("skimage")[1]
+        images = load_validation(DEFAULT_VALIDATION)[1]
     else:
         images = [(path.name, read_hr(path)) for path in dataset_files(data_root(root), dataset)]
     return images[:limit] if limit else images

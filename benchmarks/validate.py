@@ -43,7 +43,8 @@ def main(argv=None) -> int:
     """Score each weights file; print a table and the JSON."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("weights", nargs="+", type=Path)
-    p.add_argument("--val", default="skimage", help="'skimage' (default) or an HR folder that is no benchmark set")
+    p.add_argument("--val", default="default", help="'default' (the training loop's split: the skimage photos and the "
+                   "held-out training images), 'skimage' or an HR folder that is no benchmark set")
     p.add_argument("--scales", nargs="+", type=int, default=[2, 4, 8])
     p.add_argument("--pre-pad", nargs="*", type=int, default=[8], dest="pre_pads",
                    help="Upscaler pre-pads to score (default: 8; the shipped default, 0, is the forward pass)")

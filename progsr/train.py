@@ -16,6 +16,7 @@ import torch.distributed as dist
 from progsr.errors import UserError
 from progsr.training.checkpoints import list_checkpoints, load_checkpoint, read_init_weights
 from progsr.training.config import PRESETS, TrainConfig, apply_overrides, check_config, config_from_dict, load_config
+from progsr.training.data import DEFAULT_VALIDATION
 
 
 def default_threads() -> int:
@@ -42,9 +43,10 @@ def _parse_args(argv):
     p.add_argument("--config", default=None, help=f"a preset ({', '.join(PRESETS)}) or a JSON file (default x8_psnr)")
     p.add_argument("--data", nargs="+", type=Path, default=None, metavar="DIR",
                    help="HR training image folders (default: ../shared/data/train/T91 and BSD200)")
-    p.add_argument("--val", default=None, metavar="skimage|DIR|none",
-                   help="validation split: 'skimage' (default: photos shipped with scikit-image, no benchmark "
-                        "image), an HR folder, or 'none'. Never a benchmark set")
+    p.add_argument("--val", default=None, metavar="default|skimage|DIR|none",
+                   help="validation split: 'default' (five photos shipped with scikit-image plus the 30 training "
+                        "images listed in progsr/training/heldout.txt, which training then never reads), 'skimage' "
+                        "(the photos alone), an HR folder, or 'none'. Never a benchmark set")
     p.add_argument("--out", type=Path, required=True, metavar="RUN_DIR", help="run folder (checkpoints, logs, samples)")
     p.add_argument("--resume", default=None, metavar="auto|CKPT",
                    help="'auto': continue from the newest checkpoint in RUN_DIR (a new run if it has none); or a checkpoint")
@@ -142,8 +144,8 @@ def main(argv=None) -> int:
     elif resume is not None:
         val = resume["run"]["val"]
     else:
-        val = "skimage"
-    if val not in (None, "skimage") and not Path(val).expanduser().is_dir():
+        val = DEFAULT_VALIDATION
+    if val not in (None, "skimage", DEFAULT_VALIDATION) and not Path(val).expanduser().is_dir():
         raise UserError(f"{val}: validation folder not found")
     for name in ("max_minutes", "stop_after", "budget_minutes", "threads"):
         value = getattr(args, name)

@@ -178,3 +178,33 @@ def test_degraded_crops_keep_clean_targets_and_resume_bit_identically(rng, scale
     assert torch.equal(lr_d[1], degrade(targets_d[-1][1], scale, DegradationConfig(), 3, 6))  # LR from the HR crop
     again, _ = PyramidCrops(pyramids, (10, 6, 4), seed=3, degradation=DegradationConfig()).crops([6], scale)
     assert torch.equal(again[0], lr_d[1])
+
+
+def test_training_never_reads_the_held_out_validation_images(tmp_path, monkeypatch):
+    """load_pyramids skips every file named in heldout.txt, whatever else the folders hold."""
+    import progsr.training.data as data
+
+    held = sorted(data.held_out())
+    assert len(held) >= 30 and all(entry.split("/")[0] in ("T91", "BSD200") for entry in held)
+    rng = np.random.default_rng(0)
+    for entry in held[:2] + ["T91/not_held.png", "BSD200/also_not.png"]:  # two held-out names, two others
+        (tmp_path / entry).parent.mkdir(exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)).save(tmp_path / entry, format="PNG")
+    read = []
+    real_read = data.read_array
+    monkeypatch.setattr(data, "read_array", lambda p, *a, **k: read.append(p.name) or real_read(p, *a, **k))
+    folders = [tmp_path / "T91", tmp_path / "BSD200"]
+    pyramids = data.load_pyramids(folders, (1.0,), 3, progress=False, cache=tmp_path / "cache")
+    assert sorted(read) == ["also_not.png", "not_held.png"] and len(pyramids) == 2
+
+
+def test_the_default_split_is_the_photos_plus_fixed_crops_of_the_held_out_images(shared):
+    from progsr.training.data import DEFAULT_VALIDATION, HELD_OUT_CROP, held_out
+
+    name, images = load_validation(DEFAULT_VALIDATION)
+    assert [n for n, _ in images[:5]] == list(SKIMAGE_VALIDATION)
+    assert sorted(n for n, _ in images[5:]) == sorted(held_out()) and len(images) >= 35
+    assert all(max(img.shape[:2]) <= HELD_OUT_CROP and img.shape[2] == 3 for _, img in images[5:])
+    again = load_validation(DEFAULT_VALIDATION)[1]
+    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(images, again))  # the crops are fixed
+    assert "held-out" in name

@@ -28,8 +28,25 @@ from progsr.resize import imresize, modcrop
 from progsr.scales import scale_of, scales_up_to, stage_of
 
 CACHE_VERSION = 1
-# The validation split: colour photos shipped inside scikit-image, none of them in the 291 or in any benchmark set.
+# Colour photos shipped inside scikit-image, none of them in the 291 or in any benchmark set.
 SKIMAGE_VALIDATION = ("astronaut", "chelsea", "coffee", "rocket", "motorcycle_left")
+# The default validation split: those five photos plus the training images listed in HELD_OUT_FILE, which
+# training never reads. A fixed 256 px crop of each held-out image keeps validation cheap on a CPU.
+DEFAULT_VALIDATION = "default"
+HELD_OUT_FILE = Path(__file__).with_name("heldout.txt")
+HELD_OUT_CROP = 256
+
+
+def held_out() -> frozenset[str]:
+    """The held-out training images as "<folder name>/<file name>" (T91/t1.webp, BSD200/100075.webp, ...)."""
+    lines = HELD_OUT_FILE.read_text(encoding="utf-8").splitlines()
+    return frozenset(line.strip() for line in lines if line.strip() and not line.startswith("#"))
+
+
+def training_images(folders) -> list[Path]:
+    """The image files of the training folders, without the held-out validation images."""
+    excluded = held_out()
+    return [p for folder in folders for p in list_images(folder) if f"{p.parent.name}/{p.name}" not in excluded]
 
 
 def list_images(folder) -> list[Path]:
@@ -94,7 +111,7 @@ def load_pyramids(folders, scale_aug=(1.0,), num_stages: int = 3, progress: bool
     """
     from tqdm import tqdm
 
-    files = [path for folder in folders for path in list_images(folder)]
+    files = training_images(folders)
     path = (cache or cache_dir()) / f"pyramids_{_cache_key(files, scale_aug, num_stages)}.npz"
     if path.is_file():
         try:
@@ -209,17 +226,44 @@ class PyramidCrops:
         return groups
 
 
-def load_validation(spec) -> tuple[str, list[tuple[str, np.ndarray]]]:
-    """(description, [(name, uint8 HR)]) for --val: "skimage" (the default split) or an HR folder."""
-    if str(spec) == "skimage":
-        import skimage.data
+def _held_out_crop(name: str, img: np.ndarray) -> np.ndarray:
+    """A HELD_OUT_CROP px square of an image (smaller sides whole) at a position fixed by the name."""
+    import zlib
 
-        images = []
-        for name in SKIMAGE_VALIDATION:
-            img = skimage.data.stereo_motorcycle()[0] if name == "motorcycle_left" else getattr(skimage.data, name)()
-            images.append((name, np.ascontiguousarray(img[..., :3])))
-        return f"skimage.data ({', '.join(SKIMAGE_VALIDATION)})", images
+    rng = np.random.default_rng(zlib.crc32(name.encode("utf-8")))
+    h, w = img.shape[:2]
+    ch, cw = min(h, HELD_OUT_CROP), min(w, HELD_OUT_CROP)
+    y, x = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+    return np.ascontiguousarray(img[y : y + ch, x : x + cw])
+
+
+def _skimage_photos() -> list[tuple[str, np.ndarray]]:
+    import skimage.data
+
+    images = []
+    for name in SKIMAGE_VALIDATION:
+        img = skimage.data.stereo_motorcycle()[0] if name == "motorcycle_left" else getattr(skimage.data, name)()
+        images.append((name, np.ascontiguousarray(img[..., :3])))
+    return images
+
+
+def load_validation(spec) -> tuple[str, list[tuple[str, np.ndarray]]]:
+    """(description, [(name, uint8 HR)]) for --val: "default" (DEFAULT_VALIDATION: the scikit-image photos and
+    fixed crops of the held-out training images; the photos alone when ../shared is absent), "skimage" (the
+    photos alone, the split before the held-out images) or an HR folder."""
+    from progsr.paths import shared_dir
     from progsr.protocol import read_hr
 
+    if str(spec) == "skimage":
+        return f"skimage.data ({', '.join(SKIMAGE_VALIDATION)})", _skimage_photos()
+    if str(spec) == DEFAULT_VALIDATION:
+        train = shared_dir() / "data" / "train" if shared_dir() is not None else None
+        if train is None or not train.is_dir():
+            return f"skimage.data ({', '.join(SKIMAGE_VALIDATION)}; ../shared absent, no held-out images)", \
+                _skimage_photos()
+        held = sorted(held_out())
+        crops = [(entry, _held_out_crop(entry, to_rgb8(read_hr(train / entry)))) for entry in held]
+        return (f"default: skimage.data ({len(SKIMAGE_VALIDATION)} photos) + {len(held)} held-out training images "
+                f"({HELD_OUT_FILE.name}, {HELD_OUT_CROP} px crops)"), _skimage_photos() + crops
     folder = Path(spec)
     return folder.name, [(path.stem, read_hr(path)) for path in list_images(folder)]
