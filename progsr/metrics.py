@@ -187,7 +187,7 @@ def _backbone_file(path: Path, net: str) -> Path:
     return path / BACKBONE_FILES[net] if path.is_dir() else path
 
 
-def _resolve_backbone(net: str, backbone_path) -> tuple[dict[str, torch.Tensor], str]:
+def resolve_backbone(net: str, backbone_path) -> tuple[dict[str, torch.Tensor], str]:
     """The backbone's `features.*` state dict and a description of where it came from."""
     if backbone_path is not None:
         path = _backbone_file(Path(backbone_path), net)
@@ -255,7 +255,7 @@ def build_lpips(net: str = "alex", backbone_path=None, device="cpu"):
 
     if net not in BACKBONE_FILES:
         raise UserError(f"LPIPS net must be one of {sorted(BACKBONE_FILES)}, got '{net}'")
-    features, source = _resolve_backbone(net, backbone_path)
+    features, source = resolve_backbone(net, backbone_path)
     with warnings.catch_warnings():
         # pnet_rand=True builds the trunk without torchvision weights (no download); lpips still passes
         # the deprecated `pretrained=` argument to torchvision, which warns.

@@ -55,7 +55,7 @@ class TrainConfig:
     pixel_weight: float = 1.0  # pixel loss on every active stage against its target
     pixel_loss: str = "charbonnier"  # "charbonnier" (eps 1e-3, LapSRN's) or "mse" (what PSNR measures)
     perceptual_weight: float = 0.0  # LPIPS on the active stages picked by perceptual_stages
-    perceptual_net: str = "vgg"  # "vgg" or "alex"
+    perceptual_net: str = "vgg"  # LPIPS "vgg" or "alex", or "vgg_conv5" (ESRGAN's: VGG16 conv5_3 before ReLU, L1)
     perceptual_layers: int = 5  # backbone slices LPIPS uses: 5 is LPIPS itself, fewer a cheaper truncated LPIPS
     perceptual_stages: str = "all"  # "all" active stages of each group, or only its "top" (output) stage
     backbones: str = ""  # LPIPS backbone file/folder; "" = $PROGSR_BACKBONES, then ../shared/backbones
@@ -135,7 +135,7 @@ CHOICES = {
     "pixel_loss": ("charbonnier", "mse"),
     "schedule": ("progressive", "simultaneous"),
     "lr_decay": ("cosine", "constant"),
-    "perceptual_net": ("vgg", "alex"),
+    "perceptual_net": ("vgg", "alex", "vgg_conv5"),
     "adversarial_stages": ("all", "top"),
     "adversarial_loss": ("ragan", "wgan_gp"),
     "perceptual_stages": ("all", "top"),
