@@ -9,10 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from progsr.errors import UserError
-from progsr.imageio import FORMATS, IMAGE_SUFFIXES
+from progsr.formats import FORMAT_SUFFIXES, FORMATS, IMAGE_SUFFIXES  # noqa: F401  (FORMAT_SUFFIXES: imported from here too)
 
-FORMAT_SUFFIXES = {"png": ".png", "jpg": ".jpg", "jpeg": ".jpg", "webp": ".webp", "tiff": ".tiff", "tif": ".tiff",
-                   "bmp": ".bmp"}
 
 
 @dataclass

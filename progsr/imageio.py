@@ -26,10 +26,8 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from progsr.errors import UserError
+from progsr.formats import FORMATS, IMAGE_SUFFIXES  # noqa: F401  (imported from here too)
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
-# Output format name (Pillow's) for each writable suffix.
-FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF"}
 ORIENTATION = 0x0112
 # progsr enforces its own pixel limit (--max-pixels, checked before decoding), which the user can lift;
 # Pillow's fixed decompression-bomb guard (179 MP) would otherwise refuse large images whatever the option says.

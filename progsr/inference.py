@@ -41,12 +41,12 @@ import torch.nn.functional as F
 
 from progsr.devices import resolve_device, resolve_precision
 from progsr.errors import UserError
+from progsr.limits import DEFAULT_MAX_PIXELS, default_max_output_pixels
 from progsr.imageio import ImageData, check_pixels, from_pil, read_image, to_pil, write_image
 from progsr.planes import alpha_pixels, colour_pixels, finish_planes, num_channels, output_bytes, split_planes
-from progsr.tiling import (MIN_TILE, Progress, activation_bytes_per_pixel, choose_tiling, default_max_output_pixels,
+from progsr.tiling import (MIN_TILE, Progress, activation_bytes_per_pixel, choose_tiling,
                            is_oom, memory_available, receptive_radius, run_tiles)
 
-DEFAULT_MAX_PIXELS = 16_777_216  # input pixels (4096 x 4096); the output has scale^2 times as many
 DEFAULT_PRE_PAD = 0  # LR pixels of reflection around the image (see step 2 above)
 
 

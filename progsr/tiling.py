@@ -93,15 +93,6 @@ def receptive_radius(model, scale: int) -> int:
     return _RADII[key]
 
 
-def default_max_output_pixels() -> int:
-    """The default output limit: what a uint8 RGB result (with its encoder's copy) can take of half the RAM."""
-    try:
-        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        total = 8 << 30
-    return int(total * 0.5 / 8)
-
-
 def memory_available(device: torch.device) -> int:
     """Bytes free for activations: CUDA's free memory, or the CPU's MemAvailable."""
     if device.type == "cuda":

@@ -19,16 +19,13 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
-from progsr.batch import (FORMAT_SUFFIXES, Job, check_disk, check_output_folder, collect_inputs, missing_folders,
-                          plan_jobs, remove_empty_folders)
 from progsr.errors import UserError
-from progsr.imageio import FORMATS
+from progsr.formats import FORMAT_SUFFIXES, FORMATS
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `progsr upscale`."""
-    from progsr.inference import DEFAULT_MAX_PIXELS
-    from progsr.tiling import default_max_output_pixels
+    from progsr.limits import DEFAULT_MAX_PIXELS, default_max_output_pixels
 
     p = argparse.ArgumentParser(
         prog="progsr upscale",
@@ -135,6 +132,7 @@ def _gather(dist, obj):
 
 def _setup(args, local_rank: int):
     """Everything that can fail before the first file: options, output folder, inputs, model."""
+    from progsr.batch import check_output_folder, collect_inputs, missing_folders, plan_jobs
     from progsr.devices import resolve_device
     from progsr.inference import Upscaler
 
@@ -197,8 +195,11 @@ def say(line: str, file=None) -> None:
         file.flush()
 
 
-def _process(upscaler, jobs: list[Job], scale, size, args, prefix: str, show_bars: bool) -> Outcome:
+def _process(upscaler, jobs: list, scale, size, args, prefix: str, show_bars: bool) -> Outcome:
+    """Upscale each job (a batch.Job) in turn: a bad file is reported and the rest go on."""
     from tqdm import tqdm
+
+    from progsr.batch import check_disk, missing_folders
 
     outcome = Outcome()
     # Bars only on a terminal; a log gets the plain line per file (and per 10% of a tiled file's tiles).
@@ -258,6 +259,8 @@ def _process(upscaler, jobs: list[Job], scale, size, args, prefix: str, show_bar
 
 def main(argv: list[str]) -> int:
     """Entry point of `progsr upscale`; returns 0 if every file was upscaled (or skipped), 1 if any failed."""
+    from progsr.batch import remove_empty_folders
+
     args = build_parser().parse_args(argv)
     args.created_folders = []
     rank, world, local_rank = _dist_env()
