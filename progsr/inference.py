@@ -236,8 +236,9 @@ class Upscaler:
                 raise UserError(f"--size {size[0]}x{size[1]}: width and height must be positive")
             factor = max(out_h / height, out_w / width)
             if factor > self.max_scale:
-                raise UserError(f"--size {out_w}x{out_h}: needs x{factor:.3g} from {width}x{height}, "
-                                f"above this model's x{self.max_scale}")
+                raise UserError(f"--size {out_w}x{out_h}: needs x{factor:.3g} from {width}x{height}, above this "
+                                f"model's x{self.max_scale}; upscale x{self.max_scale} first and run again on "
+                                f"that result, or ask for a smaller --size")
             out_hw = (out_h, out_w)
         else:
             if scale not in self.scales:

@@ -222,7 +222,7 @@ def resolve_backbone(net: str, backbone_path) -> tuple[dict[str, torch.Tensor], 
     raise UserError(
         f"no ImageNet backbone for LPIPS net='{net}': {'; '.join(tried)}. To work offline, set "
         f"PROGSR_BACKBONES to a folder holding {BACKBONE_FILES[net]} (e.g. ../shared/backbones) "
-        f"or pass its path (--backbones)"
+        f"or pass its path (progsr bench --backbones PATH; progsr train --set backbones=PATH)"
     )
 
 

@@ -51,7 +51,8 @@ def _parse_args(argv):
     p.add_argument("--resume", default=None, metavar="auto|CKPT",
                    help="'auto': continue from the newest checkpoint in RUN_DIR (a new run if it has none); or a checkpoint")
     p.add_argument("--init", default=None, metavar="WEIGHTS",
-                   help="start the generator from these weights (.safetensors, checkpoint or run folder)")
+                   help="start the generator from these weights: a shipped model (psnr, gan), a .safetensors file, "
+                        "a checkpoint or a run folder")
     p.add_argument("--iters", type=int, default=None,
                    help="where the run stops (overrides the config; the learning-rate schedule does not move)")
     p.add_argument("--max-minutes", type=float, default=None, help="stop cleanly with a checkpoint after this long")

@@ -147,6 +147,9 @@ def _setup(args, local_rank: int):
     if not 1 <= args.quality <= 100:
         raise UserError(f"--quality {args.quality}: must be 1..100")
 
+    if args.realism is not None and args.model in ("psnr", "gan"):
+        print(f"progsr upscale: warning: --realism {args.realism:g} sets the blend of the psnr and gan models; "
+              f"--model {args.model} is ignored", file=sys.stderr)
     # The model first: a missing weights file or a scale the model lacks stops here, before any folder exists.
     max_output = None if args.max_output_pixels == 0 else (args.max_output_pixels or -1)
     with warnings.catch_warnings(record=True) as caught:  # e.g. a --tile-overlap too small for seamless tiles

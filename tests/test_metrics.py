@@ -206,6 +206,7 @@ def test_nothing_available_explains_the_offline_option(tmp_path, monkeypatch):
     message = str(err.value)
     assert "PROGSR_BACKBONES" in message and "alexnet_features.safetensors" in message
     assert "network disabled in tests" in message  # the download failure is reported
+    assert "progsr train --set backbones=PATH" in message  # the option train really has
     assert "\n" not in message
 
 

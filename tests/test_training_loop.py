@@ -134,3 +134,16 @@ def test_discriminator_warm_up_trains_d_alone_on_the_frozen_generator(tmp_path, 
         assert torch.equal(v, states[3]["G"][k]) and torch.equal(v, states[3]["G_ema"][k])
     assert any(not torch.equal(v, states[4]["G"][k]) for k, v in init.state_dict().items())
     assert any(not torch.equal(states[2]["D"][k], states[3]["D"][k]) for k in states[3]["D"])  # D trains meanwhile
+
+
+def test_init_takes_a_shipped_model_by_name(tmp_path, monkeypatch):
+    from helpers import random_tiny
+
+    from progsr.models.io import save_generator
+    from progsr.training.checkpoints import read_init_weights
+
+    model = random_tiny(5)
+    save_generator(model, tmp_path / "progsr_x8_psnr.safetensors")
+    monkeypatch.setenv("PROGSR_WEIGHTS", str(tmp_path))
+    config, state = read_init_weights("psnr")
+    assert config == model.config.to_dict() and all(torch.equal(v, state[k]) for k, v in model.state_dict().items())

@@ -136,6 +136,8 @@ def test_outscale_and_size_give_exact_dimensions(tmp_path, capsys, model, rgb):
     assert rc == 0 and Image.open(tmp_path / "b" / "x.png").size == (101, 37)
     rc, _, err = upscale(capsys, tmp_path / "x.png", "-o", tmp_path / "c", "--model", model, "--size", "100")
     assert rc == 2 and "--size 100" in err and files_under(tmp_path / "c") == []
+    rc, out, err = upscale(capsys, tmp_path / "x.png", "-o", tmp_path / "d", "--model", model, "--size", "400x300")
+    assert rc == 1 and "above this model's x8; upscale x8 first and run again on that result" in err
 
 
 def test_existing_outputs_refused_by_default(tmp_path, capsys, model, rgb):

@@ -84,7 +84,14 @@ def newest_checkpoint(path) -> Path:
 
 
 def read_init_weights(path) -> tuple[dict, dict]:
-    """(generator config dict, state dict) from a .safetensors file or a training checkpoint's EMA generator."""
+    """(generator config dict, state dict) from a shipped model's name (psnr, gan, ...), a .safetensors file
+    or a training checkpoint's EMA generator."""
+    from progsr.paths import WEIGHT_NAMES
+
+    if str(path) in WEIGHT_NAMES and not Path(str(path)).exists():
+        from progsr.models.io import shipped_model_path
+
+        path = shipped_model_path(str(path))
     path = Path(path).expanduser()
     if path.suffix == ".safetensors":
         from progsr.models.io import load_generator
