@@ -161,6 +161,14 @@ def excess_texture(img, ref, crop_border: int, sigma: float = 1.0, window: float
     return float(np.sqrt(np.maximum(energy(y) - energy(y_ref), 0.0).mean()))
 
 
+def colour_shift(img, ref, crop_border: int) -> np.ndarray:
+    """Mean of `img` minus mean of `ref` per RGB channel, in 8-bit levels, with crop_border shaved: a model
+    that darkens or tints its output moves these away from 0 (a grey image gives one value)."""
+    a, b = _prepare(img, ref, crop_border, test_y_channel=False)
+    axes = (0, 1) if a.ndim == 3 else None
+    return np.atleast_1d(a.mean(axis=axes) - b.mean(axis=axes))
+
+
 # --------------------------------------------------------------------------------------------- LPIPS
 
 BACKBONE_FILES = {"alex": "alexnet_features.safetensors", "vgg": "vgg16_features.safetensors"}

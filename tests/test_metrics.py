@@ -303,3 +303,13 @@ def test_excess_texture_counts_texture_added_where_the_hr_has_none_not_texture_r
     assert painted_score > 3.0
     # only local fluctuations of the two textures' energies remain (about 0.3 of the painted score)
     assert excess_texture(u8(replaced), u8(hr), crop_border=4) < 0.4 * painted_score
+
+
+def test_colour_shift_is_the_mean_rgb_difference_in_levels():
+    from progsr.metrics import colour_shift
+
+    ref = np.random.default_rng(0).integers(20, 230, (40, 40, 3), dtype=np.uint8)
+    darker = ref.copy()
+    darker[..., 0] -= 3
+    assert np.allclose(colour_shift(darker, ref, crop_border=4), [-3, 0, 0])
+    assert np.allclose(colour_shift(ref[..., 1], ref[..., 1], crop_border=0), [0])  # grey: one value

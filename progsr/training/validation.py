@@ -19,13 +19,16 @@ def make_validation_set(images, scales, level: str = "clean") -> list[tuple[int,
 
 
 def mean_scores(results, lpips_model=None) -> dict:
-    """Mean Y-PSNR (crop_border = scale), grid artefact (period = scale) and excess texture (same shave) per scale
-    of (scale, SR, HR) uint8 triples, and LPIPS on RGB with the PSNR's shave when `lpips_model` is given:
-    {'val/psnr_x2': ..., 'val/grid_x2': ..., 'val/texture_x2': ..., 'val/lpips_x2': ...}."""
-    from progsr.metrics import excess_texture, grid_artifact, lpips_distance, psnr
+    """Mean Y-PSNR (crop_border = scale), grid artefact (period = scale), excess texture and colour shift (same
+    shave; the largest mean RGB difference from the HR, in levels, signed) per scale of (scale, SR, HR) uint8
+    triples, and LPIPS on RGB with the PSNR's shave when `lpips_model` is given:
+    {'val/psnr_x2': ..., 'val/grid_x2': ..., 'val/texture_x2': ..., 'val/colour_x2': ..., 'val/lpips_x2': ...}."""
+    from progsr.metrics import colour_shift, excess_texture, grid_artifact, lpips_distance, psnr
 
     per_scale: dict[str, list[float]] = {}
     for s, sr, hr in results:
+        shift = colour_shift(sr, hr, crop_border=s)
+        per_scale.setdefault(f"val/colour_x{s}", []).append(float(shift[np.argmax(np.abs(shift))]))
         per_scale.setdefault(f"val/psnr_x{s}", []).append(psnr(sr, hr, crop_border=s))
         per_scale.setdefault(f"val/grid_x{s}", []).append(grid_artifact(sr, s))
         per_scale.setdefault(f"val/texture_x{s}", []).append(excess_texture(sr, hr, crop_border=s))
