@@ -153,10 +153,13 @@ def _wire(ui: dict, handlers: Handlers, device: str) -> None:
     for trigger in (ui["image_in"].change, ui["scale"].change):
         trigger(handlers.check_upload, [ui["image_in"], ui["scale"]], [ui["image_in"], ui["info"]], preprocess=False,
                 show_progress="hidden", api_name=False, concurrency_limit=4, concurrency_id="check-upload")
-    # "minimal": Gradio's time estimate comes from earlier jobs of other sizes; the info line says the stage.
+    # "hidden": Gradio's time estimate would come from earlier jobs of other sizes; the info line says the stage.
     ui["run"].click(handlers.upscale, [ui["image_in"], ui["scale"], ui["realism"], ui["tile"], ui["fmt"], ui["clean"]],
                     [ui["compare"], ui["download"], ui["info"], ui["detail"]], preprocess=False, api_name="upscale",
-                    concurrency_limit=1, concurrency_id=f"upscale-{device}", show_progress="minimal")
+                    concurrency_limit=1, concurrency_id=f"upscale-{device}", show_progress="hidden")
+    for control in (ui["realism"], ui["clean"]):  # a result made with other settings is marked as such
+        control.change(handlers.mark_stale, [ui["download"], ui["info"]], [ui["info"]], api_name=False,
+                       show_progress="hidden", queue=False)
 
 
 def build_app(config: AppConfig | None = None, engine: Engine | None = None, **overrides):

@@ -23,6 +23,7 @@ from progsr.imageio import to_8bit
 FORMATS = ("png", "jpg", "webp")
 TILE_CHOICES = ("auto", "128", "256", "512", "1024")
 CLEAN_CHOICES = ("auto", "0", "0.25", "0.5", "0.75", "1")
+STALE_NOTE = "**Settings changed** since this result was made: press **Upscale** to redo it."
 DISPLAY_PNG_MAX_PIXELS = 4_000_000  # bigger slider images go to the browser as JPEG; the download is lossless
 DETAIL_SIZE = 384  # output pixels per side of the 1:1 detail view
 
@@ -181,6 +182,15 @@ class Handlers:
             return gr.update(), f"{name}: {width}x{height}. **{err}**"
         return gr.update(), f"{name}: {width}x{height}. Pick a scale and press **Upscale**."
 
+    @staticmethod
+    def mark_stale(download, info):
+        """When realism or clean-up moves after a run, say that the result on screen used the earlier settings."""
+        import gradio as gr
+
+        if not download or STALE_NOTE in str(info or ""):
+            return gr.update()
+        return f"{info}\n\n{STALE_NOTE}"
+
     def parse_job(self, scale, realism, tile, fmt, clean="auto") -> tuple[int, float, int | None, str, str]:
         """(scale, realism, tile, format, clean-up) of a job, checked against this server; gr.Error when one is wrong."""
         engine = self.engine
@@ -228,6 +238,8 @@ class Handlers:
 
         engine = self.engine
         height, width = data.pixels.shape[:2]
+        # First, clear the previous result and its download: nothing on screen belongs to an older job.
+        yield None, None, f"Upscaling {width}x{height} by {scale}x: working on x2 ...", None
         start = time.perf_counter()
         strength, found = engine.clean_for(data, clean)
         shown = Image.fromarray(to_display(data.pixels))

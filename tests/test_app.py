@@ -92,7 +92,8 @@ def test_stages_stream_in_order_then_the_file(client, tmp_path):
     job = client.submit(gradio_client.handle_file(str(src)), "8x", 0.0, "auto", "jpg", api_name="/upscale")
     job.result(timeout=120)
     updates = job.outputs()
-    stages = [u for u in updates if u[1] is None]
+    assert updates[0] == (None, None, "Upscaling 16x12 by 8x: working on x2 ...", None)  # the old result cleared
+    stages = [u for u in updates[1:] if u[1] is None]
     assert [u[2].split(" ")[0] for u in stages] == ["x2", "x4", "x8"]
     assert [Image.open(u[0][1]).size for u in stages] == [(32, 24), (64, 48), (128, 96)]
     final = updates[-1]

@@ -200,6 +200,8 @@ def test_realism_slider_switches_between_the_psnr_and_gan_models(browser, realis
     for r in ("1", "0", "0.5"):
         number.fill(r)
         number.press("Enter")
+        if results:  # a result is on screen, made with the previous realism: it is marked as stale
+            page.locator("#info").get_by_text("Settings changed").wait_for()
         # the run sends the slider's value: click only once the number box has reached the slider
         page.wait_for_function("([sel, v]) => parseFloat(document.querySelector(sel).value) === v",
                                arg=["#realism input[type=range]", float(r)])
