@@ -1,4 +1,5 @@
 import os
+import tempfile
 
 import numpy as np
 import pytest
@@ -8,6 +9,19 @@ from progsr.paths import shared_dir
 
 # Keep the suite deterministic and polite on a 2-core machine (OMP_NUM_THREADS=1 while a training run shares it).
 torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_temp_dir(tmp_path_factory):
+    """What the suite and the libraries it drives (gradio_client's downloads, the app's request folders,
+    subprocesses) write to "the temp dir" goes under pytest's own base temp, not the system's."""
+    root = tmp_path_factory.getbasetemp()  # every tmp_path is inside it, so gradio accepts files from them
+    patch = pytest.MonkeyPatch()
+    patch.setenv("TMPDIR", str(root))
+    patch.setenv("GRADIO_TEMP_DIR", str(root / "gradio"))
+    patch.setattr(tempfile, "tempdir", str(root))
+    yield root
+    patch.undo()
 
 
 @pytest.fixture

@@ -163,7 +163,7 @@ def test_validate_scores_the_forward_pass_and_the_upscaler(tiny, tmp_path):
                    cwd=tmp_path)
     results = json.loads(done.stdout.strip().splitlines()[-1])[str(tiny["weights"])]
     assert list(results) == ["forward", "upscaler_pad0", "upscaler_pad8"]
-    assert set(results["forward"]) == {"val/psnr_x2", "val/grid_x2", "val/texture_x2"}
+    assert set(results["forward"]) == {"val/psnr_x2", "val/grid_x2", "val/texture_x2", "val/colour_x2"}
     assert results["upscaler_pad0"] == pytest.approx(results["forward"], abs=1e-9)
     assert results["upscaler_pad8"]["val/psnr_x2"] != pytest.approx(results["forward"]["val/psnr_x2"], abs=1e-6)
     assert sum(line.startswith("| rand.safetensors |") for line in done.stdout.splitlines()) == 3
