@@ -29,13 +29,14 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def load_images(dataset: str, root, limit: int | None) -> list[tuple[str, np.ndarray]]:
-    """[(name, uint8 HR)] of a dataset under the data root, or of the validation split for 'val'."""
+    """[(name, uint8 HR)] of a dataset under the data root, of the validation split ('val'), or of its
+    scikit-image photos alone ('skimage')."""
     from progsr.evaluation import data_root, dataset_files
     from progsr.protocol import read_hr
     from progsr.training.data import DEFAULT_VALIDATION, load_validation
 
-    if dataset == "val":
-        images = load_validation(DEFAULT_VALIDATION)[1]
+    if dataset in ("val", "skimage"):  # the default validation split, or its five scikit-image photos alone
+        images = load_validation(DEFAULT_VALIDATION if dataset == "val" else "skimage")[1]
     else:
         images = [(path.name, read_hr(path)) for path in dataset_files(data_root(root), dataset)]
     return images[:limit] if limit else images
