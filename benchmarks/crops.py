@@ -6,6 +6,13 @@
 
 Each --images entry is PATH or PATH:X,Y (top-left corner of the HR crop; default the centre).
 `--realism 0 0.5 1` adds a column per value, the shipped psnr/gan blend as the app's slider makes it.
+
+With --photos the images are real low-resolution photos, upscaled as they are (no HR, no downscale):
+X,Y is then the corner in the photo, and `--clean auto` adds the clean-up control's column, which reads
+the file's JPEG table and pixels as `progsr upscale` does and says what it chose.
+
+    python benchmarks/crops.py --photos --models weights/progsr_x8_psnr.safetensors --clean auto \
+        --images photo.jpg:120,80 --scale 4 --size 128 --out weights/real_photos_x4.png
 """
 
 import argparse
@@ -54,7 +61,11 @@ def main(argv=None) -> int:
     p.add_argument("--scale", type=int, default=4)
     p.add_argument("--size", type=int, default=96, help="HR crop size in pixels")
     p.add_argument("--out", default="crops.png")
+    p.add_argument("--photos", action="store_true", help="the images are real LR photos: no HR, no downscale")
+    p.add_argument("--clean", nargs="*", default=[], help="with --photos: clean-up values (auto or 0..1), one column each")
     args = p.parse_args(argv)
+    if args.photos:
+        return photo_sheet(args)
 
     s, size = args.scale, args.size
     methods = [("bicubic", BicubicMethod("symmetric"))]
@@ -84,6 +95,45 @@ def main(argv=None) -> int:
         lr = imresize(hr, scale=1 / s)
         tiles = [_labelled(method(lr, s)[y : y + size, x : x + size], f"{name} x{s}") for name, method in methods]
         tiles.append(_labelled(hr[y : y + size, x : x + size], "HR"))
+        rows.append(np.concatenate(tiles, axis=1))
+    grid = np.concatenate(rows, axis=0)
+    write_image(args.out, grid)
+    print(f"wrote {args.out} ({grid.shape[1]}x{grid.shape[0]})")
+    return 0
+
+
+def photo_sheet(args) -> int:
+    """Crops of real photos upscaled as they are: bicubic | each model | each clean-up value, one row per photo."""
+    from progsr.imageio import read_image
+    from progsr.inference import Upscaler
+
+    s, size, margin = args.scale, args.size, 32  # margin: LR context around the crop, beyond the receptive field
+    models = [(Path(m).stem.replace("progsr_x8_", ""), Upscaler(m, device="cpu", precision="fp32", max_pixels=None))
+              for m in args.models]
+    shipped = Upscaler("psnr", device="cpu", precision="fp32", max_pixels=None) if args.clean else None
+    rows = []
+    for spec in args.images:
+        path, corner = _parse_image(spec)
+        data = read_image(path)
+        photo = data.pixels[..., :3] if data.pixels.ndim == 3 else np.repeat(data.pixels[..., None], 3, axis=2)
+        c = size // s
+        h, w = photo.shape[:2]
+        if c > min(h, w):
+            raise UserError(f"{path}: {w}x{h} is smaller than the {c}px LR crop")
+        x, y = corner if corner else ((w - c) // 2, (h - c) // 2)
+        x, y = min(max(0, x), w - c), min(max(0, y), h - c)
+        top, left = max(0, y - margin), max(0, x - margin)
+        window = np.ascontiguousarray(photo[top : y + c + margin, left : x + c + margin])
+        cut = lambda out: out[(y - top) * s : (y - top + c) * s, (x - left) * s : (x - left + c) * s]  # noqa: E731
+        tiles = [_labelled(cut(imresize(window, scale=s)), f"bicubic x{s}")]
+        tiles += [_labelled(cut(up.upscale_pixels(window, scale=s)), name) for name, up in models]
+        for value in args.clean:
+            if value == "auto":
+                strength, found = shipped.resolve_clean(photo, data.quantization)
+                label = f"auto c={strength:g}" + (f" q{found.quality}" if found and found.quality else "")
+            else:
+                strength, label = float(value), f"clean {value}"
+            tiles.append(_labelled(cut(shipped.upscale_pixels(window, scale=s, clean=strength)), label))
         rows.append(np.concatenate(tiles, axis=1))
     grid = np.concatenate(rows, axis=0)
     write_image(args.out, grid)
