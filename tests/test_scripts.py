@@ -90,6 +90,22 @@ def test_crops_sheet_has_bicubic_model_and_hr_tiles(tiny, tmp_path):
     assert (sheet[:14] < 128).any()  # the labels are drawn
 
 
+def test_crops_of_real_photos_upscale_the_photo_itself(tiny, tmp_path):
+    """benchmarks/crops.py --photos: the photo is the LR (no downscale); bicubic | the model, cut at the corner."""
+    out = tmp_path / "photos.png"
+    _script("crops.py", "--photos", "--models", tiny["weights"], "--images", f"{tiny['image']}:4,6", "--scale", 2,
+            "--size", 16, "--out", out, cwd=tmp_path)
+    sheet = np.asarray(Image.open(out))
+    assert sheet.shape == (14 + 16, 2 * 16, 3)
+    from progsr.inference import Upscaler
+    from progsr.resize import imresize
+
+    window = np.s_[12:28, 8:24]  # the LR corner (4, 6) at x2; the 48x40 photo fits in one context window
+    up = Upscaler(str(tiny["weights"]), device="cpu", precision="fp32", max_pixels=None, max_output_pixels=None)
+    np.testing.assert_array_equal(sheet[14:, :16], imresize(tiny["hr"], scale=2)[window])
+    np.testing.assert_array_equal(sheet[14:, 16:], up.upscale_pixels(tiny["hr"], scale=2)[window])
+
+
 def test_memory_measures_the_upscale_it_names(tiny, tmp_path):
     """benchmarks/memory.py: one 24x16 x2 case through `progsr upscale --model` in a child process."""
     out = tmp_path / "memory.json"
