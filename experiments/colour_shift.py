@@ -2,7 +2,7 @@
 
     OMP_NUM_THREADS=1 .venv/bin/python experiments/colour_shift.py > experiments/runs/gan_colour_shift_val.json
 """
-import json, sys
+import json
 import numpy as np
 from progsr.inference import Upscaler
 from progsr.training.data import DEFAULT_VALIDATION, load_validation

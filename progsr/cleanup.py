@@ -27,6 +27,21 @@ BLOCK_RAMP = (1.45, 2.0)  # 8x8 block energy ratio (1 = none): clean LR of those
 MIN_SIDE = 64  # smaller images give no pixel evidence (too few 8x8 tiles to tell damage from texture)
 
 
+def parse_clean(value) -> str | float:
+    """A clean-up setting as given (--clean, the app, the API): "auto", or a strength in [0, 1]; else a UserError."""
+    from progsr.errors import UserError
+
+    if str(value).strip().lower() == "auto":
+        return "auto"
+    try:
+        strength = float(value)
+    except (TypeError, ValueError):
+        strength = -1.0
+    if not 0.0 <= strength <= 1.0:
+        raise UserError(f"--clean {value}: must be 'auto' or a number from 0 to 1")
+    return strength
+
+
 def ijg_table(quality: int) -> np.ndarray:
     """The luminance table libjpeg (and Pillow) writes at `quality`."""
     quality = int(np.clip(quality, 1, 100))

@@ -169,17 +169,14 @@ class Upscaler:
     def set_clean(self, clean: float | str) -> None:
         """Set the clean-up control: c in [0, 1] (0 = the bicubic-trained side, 1 = the real-world side) or "auto"
         (picked per image by progsr.cleanup.estimate)."""
+        from progsr.cleanup import parse_clean
+
         if self._blend is None:
             raise UserError(f"--clean blends the shipped models; this Upscaler runs {self.model_name}")
-        if str(clean).strip().lower() == "auto":
+        c = parse_clean(clean)
+        if c == "auto":
             self.clean = "auto"
             return
-        try:
-            c = float(clean)
-        except ValueError:
-            raise UserError(f"--clean {clean}: must be 'auto' or a number from 0 to 1") from None
-        if not 0.0 <= c <= 1.0:
-            raise UserError(f"--clean {clean}: must be 'auto' or a number from 0 to 1")
         with self._lock:
             self.clean = round(c, 4)
             self._use(self.clean)

@@ -94,19 +94,13 @@ def parse_scale(value) -> int:
 
 
 def parse_clean(value, available: bool) -> str:
-    """The clean-up choice: "auto" or a strength in [0, 1] as text; a strength needs the real-world model."""
-    text = str(value if value is not None else "auto").strip().lower()
-    if text == "auto":
-        return text
-    try:
-        strength = float(text)
-    except ValueError:
-        raise UserError(f"clean-up must be 'auto' or a number from 0 to 1, got {value!r}") from None
-    if not 0.0 <= strength <= 1.0:
-        raise UserError(f"clean-up must be 'auto' or a number from 0 to 1, got {value!r}")
-    if strength and not available:
+    """The clean-up choice as text ("auto" or a strength in [0, 1]); a strength needs the real-world model."""
+    from progsr.cleanup import parse_clean as parse
+
+    choice = parse("auto" if value is None else value)
+    if choice != "auto" and choice and not available:
         raise UserError("clean-up needs the shipped real-world model, which this server does not have")
-    return text
+    return str(choice)
 
 
 def parse_tile(value) -> int | None:

@@ -160,12 +160,11 @@ def test_advanced_jpg_output_warns_that_alpha_is_dropped(page, tmp_path):
     assert downloaded.format == "JPEG" and downloaded.mode == "RGB" and downloaded.size == (120, 80)
 
 
-@pytest.fixture(scope="module")
-def realism_app(tmp_path_factory):
-    """The app with a shipped pair of tiny psnr and gan weights (different seeds), so the slider is live."""
-    root = tmp_path_factory.mktemp("realism_app")
+def _app_with_shipped(tmp_path_factory, models: dict):
+    """The app on a free port, serving a weights folder of tiny random models {name: seed}; yields (url, paths)."""
+    root = tmp_path_factory.mktemp("shipped_app")
     paths = {}
-    for seed, name in ((4, "psnr"), (5, "gan")):
+    for name, seed in models.items():
         torch.manual_seed(seed)
         model = ProgressiveGenerator(tiny_config())
         with torch.no_grad():
@@ -178,6 +177,12 @@ def realism_app(tmp_path_factory):
         demo = webapp.launch(webapp.build_app(config), host="127.0.0.1", port=0, block=False)
         yield demo.local_url, paths
         demo.close()
+
+
+@pytest.fixture(scope="module")
+def realism_app(tmp_path_factory):
+    """The app with a shipped pair of tiny psnr and gan weights (different seeds), so the slider is live."""
+    yield from _app_with_shipped(tmp_path_factory, {"psnr": 4, "gan": 5})
 
 
 def test_realism_slider_switches_between_the_psnr_and_gan_models(browser, realism_app, tmp_path):
@@ -220,21 +225,7 @@ def test_realism_slider_switches_between_the_psnr_and_gan_models(browser, realis
 @pytest.fixture(scope="module")
 def cleanup_app(tmp_path_factory):
     """The app with tiny psnr, gan, real and realgan weights, so the clean-up control is live."""
-    root = tmp_path_factory.mktemp("cleanup_app")
-    paths = {}
-    for seed, name in ((4, "psnr"), (5, "gan"), (6, "real"), (7, "realgan")):
-        torch.manual_seed(seed)
-        model = ProgressiveGenerator(tiny_config())
-        with torch.no_grad():
-            for p in model.parameters():
-                p.normal_(0.0, 0.05)
-        paths[name] = save_generator(model, root / "weights" / f"progsr_x8_{name}.safetensors")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("PROGSR_WEIGHTS", str(root / "weights"))
-        config = webapp.AppConfig(model="psnr", device="cpu", temp_dir=str(root / "requests"))
-        demo = webapp.launch(webapp.build_app(config), host="127.0.0.1", port=0, block=False)
-        yield demo.local_url, paths
-        demo.close()
+    yield from _app_with_shipped(tmp_path_factory, {"psnr": 4, "gan": 5, "real": 6, "realgan": 7})
 
 
 def test_clean_up_auto_reads_the_jpeg_and_a_chosen_strength_overrides_it(browser, cleanup_app, tmp_path):
