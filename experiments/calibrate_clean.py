@@ -28,7 +28,7 @@ def main() -> int:
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("real", type=Path)
-    p.add_argument("--val", default="skimage")
+    p.add_argument("--val", default="default")
     p.add_argument("--scales", type=int, nargs="+", default=[4])
     p.add_argument("--strengths", type=float, nargs="+", default=[0, 0.25, 0.5, 0.75, 1])
     args = p.parse_args()

@@ -21,7 +21,7 @@ _IJG_LUMA = np.array([
     49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99], dtype=np.float64)
 
 # Strength ramps: (evidence at which clean-up starts, evidence at which it is full).
-QUALITY_RAMP = (90.0, 45.0)  # JPEG quality: >= 90 needs none, <= 45 needs it all
+QUALITY_RAMP = (95.0, 65.0)  # JPEG quality: >= 95 needs none, <= 65 all (quality 80 -> 0.5; validation, see the card)
 NOISE_RAMP = (11.0, 20.0)  # noise sigma, 8-bit levels: clean LR of 120 training photos read up to 10.7
 BLOCK_RAMP = (1.45, 2.0)  # 8x8 block energy ratio (1 = none): clean LR of those photos read up to 1.4
 MIN_SIDE = 64  # smaller images give no pixel evidence (too few 8x8 tiles to tell damage from texture)

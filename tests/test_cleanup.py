@@ -179,7 +179,7 @@ def test_the_cli_prints_the_detected_quality_and_the_chosen_strength(four_shippe
 
     rc = main(["upscale", str(_jpeg(tmp_path / "web.jpg", 50)), "-o", str(tmp_path / "out"), "--scale", "2"])
     out = capsys.readouterr().out
-    assert rc == 0 and "clean-up auto 0.89 (JPEG quality 50, noise" in out
+    assert rc == 0 and "clean-up auto 1 (JPEG quality 50, noise" in out
 
 
 def test_realism_says_that_it_overrides_the_named_model(four_shipped, tmp_path, capsys):
