@@ -67,8 +67,10 @@ class Upscaler:
     "fp32", "fp16" or "bf16". tile: largest LR tile side in pixels, or None to pick it from free memory
     (whole image when it fits). tile_overlap: LR pixels shared by neighbouring tiles (None: 2x the model's
     receptive radius: seamless; less warns of seams). tile_batch:
-    tiles per forward pass (None: as many as memory allows, at most 16). realism: None to use `model`
-    as is, or r in [0, 1] to blend the shipped psnr (0) and gan (1) weights. max_pixels: the largest
+    tiles per forward pass (None: as many as memory allows, at most 16). realism: r in [0, 1] blends the
+    shipped psnr (0) and gan (1) weights (None: `model`'s own side). clean: "auto" (the default for the
+    shipped models: a strength per image from its JPEG table, noise and blockiness, progsr.cleanup) or c in
+    [0, 1], blending towards the real-world models; psnr, gan, real and realgan blend bilinearly. max_pixels: the largest
     input accepted (None: no limit). max_output_pixels: the largest output accepted (default: from the
     machine's RAM, see default_max_output_pixels; None: no limit, though an output that cannot fit in free
     memory is still refused). pre_pad: LR pixels of reflection added around the image (and cropped
