@@ -14,4 +14,4 @@ case "$arm" in
     *) echo "unknown arm $arm" >&2; exit 2 ;;
 esac
 OMP_NUM_THREADS=1 .venv/bin/progsr train --config x8_gan --init psnr --out "runs/ablation_${arm}_s${seed}" \
-    --threads 1 --set "seed=$seed" --budget-minutes "$minutes" --max-minutes "$((minutes + 10))" "${extra[@]}"
+    --threads 1 --set "seed=$seed" --budget-minutes "$minutes" --max-minutes "$(awk "BEGIN {print $minutes + 10}")" "${extra[@]}"
