@@ -2,7 +2,7 @@
 
 Evidence, per image: the JPEG quality behind its luminance quantisation table (when the file is a JPEG),
 else the 8x8 block energy of its pixels (a JPEG saved again as PNG); and its noise level (Immerkaer's
-fast estimator on the flattest half of the image). Each maps linearly to a strength in [0, 1]; the
+fast estimator on the image's flattest 8x8 tiles). Each maps linearly to a strength in [0, 1]; the
 strength is the largest of them. The pixel ramps start above what the clean MATLAB-bicubic LR of 120
 training photos (T91 + BSD200, x2/x4/x8) read, so that a clean input comes out at 0; the JPEG ramp was
 set on the validation split's degradation levels (progsr.degradations.LEVELS). No benchmark set was used.
