@@ -215,10 +215,10 @@ def quantise(img: torch.Tensor) -> torch.Tensor:
 # ------------------------------------------------------------------------------------------ the pipeline
 
 
-def _round_ops(img, rng, gen, cfg: DegradationConfig, second: bool, hr_size, scale: int) -> list:
-    """The four operations of one round, as closures, in Real-ESRGAN's order."""
+def _round_ops(rng, gen, cfg: DegradationConfig, second: bool, base: tuple[int, int]) -> list:
+    """The four operations of one round, as closures, in Real-ESRGAN's order; the round's random resize is
+    relative to `base` (the HR size in the first round, the LR size in the second)."""
     probs, span = (cfg.resize_prob2, cfg.resize_range2) if second else (cfg.resize_prob, cfg.resize_range)
-    base = (hr_size[0] // scale, hr_size[1] // scale) if second else hr_size
     blur = not second or rng.random() < cfg.second_blur_prob
     quality = rng.uniform(*(cfg.jpeg_range2 if second else cfg.jpeg_range))
     return [
@@ -235,7 +235,7 @@ def degrade(hr: torch.Tensor, scale: int, cfg: DegradationConfig, seed: int, ind
     gen = torch.Generator().manual_seed(int(rng.integers(0, 2**62)))
     hr_size = tuple(hr.shape[-2:])
     lr_size = (hr_size[0] // scale, hr_size[1] // scale)
-    ops = _round_ops(hr, rng, gen, cfg, False, hr_size, scale) + _round_ops(hr, rng, gen, cfg, True, hr_size, scale)
+    ops = _round_ops(rng, gen, cfg, False, hr_size) + _round_ops(rng, gen, cfg, True, lr_size)
     if cfg.order == "shuffled":
         ops = [ops[i] for i in rng.permutation(len(ops))]
     x = hr

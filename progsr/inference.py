@@ -212,8 +212,10 @@ class Upscaler:
         if key != self._blend_key:
             missing = [name for name in blend_weights(*key) if not shipped_installed(name)]
             if missing:
-                raise UserError(f"--clean {key[0]:g} with --realism {key[1]:g} needs the shipped {missing[0]} model, "
-                                "which is not installed (see the model card)")
+                asked = {"--clean": key[0], "--realism": key[1]}
+                setting = " with ".join(f"{option} {value:g}" for option, value in asked.items() if value)
+                raise UserError(f"{setting} needs the shipped {missing[0]} model, which is not installed "
+                                "(see the model card)")
             self.model.load_state_dict(self._blend.state(*key))  # copies into the parameters on their device
             self._blend_key = key
 

@@ -88,9 +88,8 @@ class Engine:
         """Yield (stage_scale, pixels) for x2 ... x`scale`. The queue runs one job per device at a time,
         which is what makes setting the shared Upscaler's tile size here safe."""
         self.upscaler.tile = tile
-        blend = self.upscaler.blends
         yield from self.upscaler.upscale_stages(pixels, scale, realism=realism if self.has_gan else None,
-                                                clean=clean if blend else None)
+                                                clean=clean)
 
 
 def example_images() -> list[Path]:

@@ -91,9 +91,7 @@ def check_realism(model: str) -> None:
 
 def realism_available(model: str) -> bool:
     """Whether realism can blend for `model`: a shipped name, with both shipped files installed."""
-    from progsr.paths import shipped_weights
-
-    return model in REALISM_MODELS and all(shipped_weights(name).is_file() for name in REALISM_MODELS)
+    return model in REALISM_MODELS and all(shipped_installed(name) for name in REALISM_MODELS)
 
 
 def shipped_installed(name: str) -> bool:
