@@ -26,8 +26,10 @@ def _is_image(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
 
 
-def _inside(path: Path, folder: Path) -> bool:
-    """Whether path lies inside the (resolved) folder."""
+def _inside(path: Path, folder: Path | None) -> bool:
+    """Whether path lies inside the (resolved) folder; never for None (an output that is not a local folder)."""
+    if folder is None:
+        return False
     try:
         path.resolve().relative_to(folder)
         return True
@@ -35,7 +37,7 @@ def _inside(path: Path, folder: Path) -> bool:
         return False
 
 
-def collect_inputs(inputs: list[str], recursive: bool, out_dir: Path) -> tuple[list[tuple[Path, Path]], list[str]]:
+def collect_inputs(inputs: list[str], recursive: bool, out_dir: Path | None) -> tuple[list[tuple[Path, Path]], list[str]]:
     """[(file, path relative to the output folder)] for every input, and 'input: cause' lines for bad inputs.
 
     Files keep their name; files found in a folder (or by a glob) keep their path below that folder
@@ -43,7 +45,7 @@ def collect_inputs(inputs: list[str], recursive: bool, out_dir: Path) -> tuple[l
     """
     found: dict[Path, tuple[Path, Path]] = {}
     problems: list[str] = []
-    out_real = out_dir.resolve()
+    out_real = out_dir.resolve() if out_dir is not None else None
 
     def add(path: Path, rel: Path):
         found.setdefault(path.resolve(), (path, rel))
@@ -88,14 +90,7 @@ def plan_jobs(pairs: list[tuple[Path, Path]], out_dir: Path, fmt: str | None, ou
     """
     jobs, seen = [], {}
     for src, rel in pairs:
-        if out_file is not None:
-            dst = out_file
-        else:
-            if fmt:
-                suffix = FORMAT_SUFFIXES[fmt]
-            else:
-                suffix = rel.suffix if rel.suffix.lower() in FORMATS else ".png"
-            dst = out_dir / rel.with_suffix(suffix)
+        dst = out_file if out_file is not None else out_dir / output_name(rel, fmt)
         key = dst.resolve()
         if key in seen:
             raise UserError(f"{src} and {seen[key]} would both be written to {dst}; upscale them separately")
@@ -104,6 +99,13 @@ def plan_jobs(pairs: list[tuple[Path, Path]], out_dir: Path, fmt: str | None, ou
         seen[key] = src
         jobs.append(Job(src, dst))
     return jobs
+
+
+def output_name(rel: Path, fmt: str | None) -> Path:
+    """An input's path relative to the output folder, with the output's suffix (--format, else the input's or .png)."""
+    if fmt:
+        return rel.with_suffix(FORMAT_SUFFIXES[fmt])
+    return rel.with_suffix(rel.suffix if rel.suffix.lower() in FORMATS else ".png")
 
 
 def missing_folders(folder: Path) -> list[Path]:

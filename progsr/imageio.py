@@ -14,6 +14,7 @@ os.replace, so a failed or interrupted write never leaves a partial output file.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import secrets
 import struct
@@ -131,13 +132,14 @@ def _is_16bit_colour(img: Image.Image) -> bool:
     return False
 
 
-def _decode_16bit(path: Path, rawmode_la: bool) -> np.ndarray:
+def _decode_16bit(source, name, rawmode_la: bool) -> np.ndarray:
     import cv2
 
-    data = np.fromfile(str(path), dtype=np.uint8)
+    raw = source.getvalue() if isinstance(source, io.BytesIO) else None
+    data = np.frombuffer(raw, np.uint8) if raw is not None else np.fromfile(str(source), dtype=np.uint8)
     arr = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)  # also ignores orientation: applied by the caller
     if arr is None or arr.dtype != np.uint16 or arr.ndim != 3:
-        raise UserError(f"{path}: corrupt 16-bit image (OpenCV could not decode it)")
+        raise UserError(f"{name}: corrupt 16-bit image (OpenCV could not decode it)")
     if arr.shape[2] == 4:
         arr = arr[:, :, [2, 1, 0, 3]]
         return np.ascontiguousarray(arr[:, :, [0, 3]] if rawmode_la else arr)
@@ -150,47 +152,65 @@ def read_image(path, max_pixels: int | None = None) -> ImageData:
     Raises UserError for a missing/empty/corrupt/non-image file or one above `max_pixels` (checked before decoding).
     """
     path = Path(path)
-    with _open_lazy(path, max_pixels) as img:  # closed when done: GIF and TIFF readers keep the file open
+    _check_file(path)
+    return _decode(path, path, max_pixels)
+
+
+def decode_image(data: bytes, name, max_pixels: int | None = None) -> ImageData:
+    """read_image for a file's bytes (read elsewhere, e.g. by Ray Data); `name` is the file in messages."""
+    if len(data) == 0:
+        raise UserError(f"{name}: empty file (0 bytes)")
+    return _decode(io.BytesIO(data), name, max_pixels)
+
+
+def _decode(source, name, max_pixels: int | None) -> ImageData:
+    """Decode a path or a BytesIO (read_image, decode_image)."""
+    with _open_lazy(source, name, max_pixels) as img:  # closed when done: GIF and TIFF readers keep the file open
         sixteen = _is_16bit_colour(img)
         la = img.mode == "LA"
-        img = _load(img, path)
+        img = _load(img, name)
         orientation, icc, exif = _pil_metadata(img)
-        pixels = _decode_16bit(path, la) if sixteen else _pil_pixels(img)
+        pixels = _decode_16bit(source, name, la) if sixteen else _pil_pixels(img)
         return ImageData(apply_orientation(pixels, orientation), icc, exif, img.format, _luma_table(img))
 
 
-def _open_lazy(path: Path, max_pixels: int | None) -> Image.Image:
+def _check_file(path: Path) -> None:
     if not path.exists():
         raise UserError(f"{path}: no such file")
     if path.is_dir():
         raise UserError(f"{path}: is a folder, not an image")
     if path.stat().st_size == 0:
         raise UserError(f"{path}: empty file (0 bytes)")
+
+
+def _open_lazy(source, name, max_pixels: int | None) -> Image.Image:
     try:
-        img = Image.open(path)
+        img = Image.open(source)
     except UnidentifiedImageError:
-        raise UserError(f"{path}: not an image file (or a format Pillow cannot read)") from None
+        raise UserError(f"{name}: not an image file (or a format Pillow cannot read)") from None
     except Image.DecompressionBombError as err:
-        raise UserError(f"{path}: refused by Pillow's decompression-bomb check ({err})") from None
+        raise UserError(f"{name}: refused by Pillow's decompression-bomb check ({err})") from None
     except (OSError, SyntaxError, ValueError, EOFError) as err:
-        raise UserError(f"{path}: corrupt or truncated image ({err})") from None
-    check_pixels(img.width, img.height, max_pixels, path)  # before decoding a single pixel
+        raise UserError(f"{name}: corrupt or truncated image ({err})") from None
+    check_pixels(img.width, img.height, max_pixels, name)  # before decoding a single pixel
     return img
 
 
 def image_header(path) -> tuple[int, int, int, int]:
     """(width, height, channels, bytes per channel) from the file header, without decoding the pixels."""
-    with _open_lazy(Path(path), None) as img:
+    path = Path(path)
+    _check_file(path)
+    with _open_lazy(path, path, None) as img:
         channels = len(img.getbands())
         itemsize = 2 if _is_16bit_colour(img) or img.mode.startswith("I;16") else 1
         return img.width, img.height, channels, itemsize
 
 
-def _load(img: Image.Image, path: Path) -> Image.Image:
+def _load(img: Image.Image, name) -> Image.Image:
     try:
         img.load()
     except (OSError, SyntaxError, ValueError, EOFError, struct.error) as err:
-        raise UserError(f"{path}: corrupt or truncated image ({err})") from None
+        raise UserError(f"{name}: corrupt or truncated image ({err})") from None
     return img
 
 
@@ -334,6 +354,14 @@ def write_image(path, pixels: np.ndarray, icc_profile: bytes | None = None, exif
     """
     fmt = format_for(path)
     write_atomic(path, lambda f: _encode(np.asarray(pixels), fmt, icc_profile, exif, quality, path, f))
+
+
+def encode_image(name, pixels: np.ndarray, icc_profile: bytes | None = None, exif: bytes | None = None,
+                 quality: int = 95) -> bytes:
+    """The bytes write_image(name, ...) would write (same format rules and warnings), for writers elsewhere."""
+    out = io.BytesIO()
+    _encode(np.asarray(pixels), format_for(name), icc_profile, exif, quality, name, out)
+    return out.getvalue()
 
 
 def to_pil(data: ImageData) -> Image.Image:

@@ -305,14 +305,21 @@ class Upscaler:
         clean-up's `auto`.
         """
         data = read_image(src, self.max_pixels)
+        out, result = self.upscale_data(data, scale, outscale, size, progress, before_work)
+        write_image(dst, out, data.icc_profile, data.exif, quality)
+        return result
+
+    def upscale_data(self, data: ImageData, scale: int = 8, outscale: float | None = None,
+                     size: tuple[int, int] | None = None, progress: Progress | None = None,
+                     before_work=None) -> tuple[np.ndarray, FileResult]:
+        """A decoded file (imageio.ImageData) -> (output pixels, FileResult): upscale_file without the IO."""
         colour, alpha = split_planes(data.pixels, self.max_pixels)
         model_scale, out_hw = self.plan(*colour.shape[-2:], scale, outscale, size)  # bad options before work
         if before_work is not None:
             before_work(out_hw, data.pixels)
         clean, found = self.resolve_clean(data.pixels, data.quantization)
         out = self._upscale_planned(data.pixels, colour, alpha, model_scale, out_hw, progress, clean=clean)
-        write_image(dst, out, data.icc_profile, data.exif, quality)
-        return FileResult((data.pixels.shape[1], data.pixels.shape[0]), (out.shape[1], out.shape[0]), found)
+        return out, FileResult((data.pixels.shape[1], data.pixels.shape[0]), (out.shape[1], out.shape[0]), found)
 
     def upscale_pixels(self, pixels: np.ndarray, scale: int = 8, outscale: float | None = None,
                        size: tuple[int, int] | None = None, progress: Progress | None = None,

@@ -77,6 +77,19 @@ def build_parser() -> argparse.ArgumentParser:
                         f"{default_max_output_pixels() // 10**6} MP; 0: no limit, though an output that cannot fit "
                         f"in free memory is still refused)")
     p.add_argument("--compile", action="store_true", help="run the model through torch.compile")
+    ray = p.add_argument_group("cluster (the ray extra: pip install 'progsr[ray]')")
+    ray.add_argument("--engine", default="local", choices=["local", "ray"],
+                     help="local (default): this process (or torchrun's ranks); ray: Ray Data actors, each loading "
+                          "the model once; one bad file never stops the rest, existing outputs are skipped "
+                          "(a killed job resumes) and -o may be any pyarrow filesystem URI (s3://bucket/out)")
+    ray.add_argument("--ray-address", default=None, metavar="ADDR",
+                     help="the Ray cluster to join (default: $RAY_ADDRESS, else a local Ray on this machine)")
+    ray.add_argument("--actors", type=int, default=None, metavar="N",
+                     help="Ray actors, each with one model (default: the cluster's CPUs, or its GPUs / --actor-gpus)")
+    ray.add_argument("--actor-gpus", type=float, default=0, metavar="G",
+                     help="GPUs per actor (default 0: CPU actors, one thread each; 1: one GPU each)")
+    ray.add_argument("--actor-memory", type=float, default=None, metavar="GIB",
+                     help="memory to reserve per actor in GiB, so Ray places no more actors than fit")
     return p
 
 
@@ -130,9 +143,16 @@ def _gather(dist, obj):
 # ---------------------------------------------------------------------------------------------- main
 
 
-def _setup(args, local_rank: int):
-    """Everything that can fail before the first file: options, output folder, inputs, model."""
-    from progsr.batch import check_output_folder, collect_inputs, missing_folders, plan_jobs
+def upscaler_options(args) -> dict:
+    """The Upscaler's keyword arguments from the options (device left out: each engine resolves its own)."""
+    max_output = None if args.max_output_pixels == 0 else (args.max_output_pixels or -1)
+    return dict(model=args.model or "psnr", precision=args.precision, tile=args.tile, tile_overlap=args.tile_overlap,
+                realism=args.realism, clean=args.clean, max_pixels=args.max_pixels or None, compile=args.compile,
+                max_output_pixels=max_output)
+
+
+def make_upscaler(args, local_rank: int):
+    """Check the options that need no files and load the model: (upscaler, scale, size). UserError if bad."""
     from progsr.devices import resolve_device
     from progsr.inference import Upscaler
 
@@ -151,20 +171,28 @@ def _setup(args, local_rank: int):
         print(f"progsr upscale: warning: --realism {args.realism:g} sets the blend of the psnr and gan models; "
               f"--model {args.model} is ignored", file=sys.stderr)
     # The model first: a missing weights file or a scale the model lacks stops here, before any folder exists.
-    max_output = None if args.max_output_pixels == 0 else (args.max_output_pixels or -1)
     with warnings.catch_warnings(record=True) as caught:  # e.g. a --tile-overlap too small for seamless tiles
         warnings.simplefilter("always")
-        upscaler = Upscaler(
-            model=args.model or "psnr", device=resolve_device(args.device, local_rank), precision=args.precision,
-            tile=args.tile, tile_overlap=args.tile_overlap, realism=args.realism, clean=args.clean,
-            max_pixels=args.max_pixels or None, compile=args.compile, max_output_pixels=max_output,
-        )
+        upscaler = Upscaler(device=resolve_device(args.device, local_rank), **upscaler_options(args))
     for w in caught:
         print(f"progsr upscale: warning: {w.message}", file=sys.stderr)
     if args.outscale is None and size is None and scale not in upscaler.scales:
         raise UserError(f"--scale {scale}: this model only goes up to x{upscaler.max_scale}")
     if args.outscale is not None and args.outscale > upscaler.max_scale:
         raise UserError(f"--outscale {args.outscale}: this model only goes up to x{upscaler.max_scale}")
+    return upscaler, scale, size
+
+
+def _setup(args, local_rank: int):
+    """Everything that can fail before the first file: options, output folder, inputs, model."""
+    upscaler, scale, size = make_upscaler(args, local_rank)
+    jobs, problems = plan_outputs(args)
+    return upscaler, jobs, problems, scale, size
+
+
+def plan_outputs(args):
+    """(jobs, problems) for a local output folder (or file): inputs, output paths, folder and existing checks."""
+    from progsr.batch import check_output_folder, collect_inputs, missing_folders, plan_jobs
 
     out_dir, out_file = Path(args.output), None
     if Path(args.output).suffix.lower() in FORMATS and not Path(args.output).is_dir():
@@ -185,7 +213,7 @@ def _setup(args, local_rank: int):
     if existing and not (args.skip_existing or args.overwrite):
         raise UserError(f"{existing[0]}: output already exists ({len(existing)} of {len(jobs)} outputs exist); "
                         "pass --overwrite or --skip-existing")
-    return upscaler, jobs, problems, scale, size
+    return jobs, problems
 
 
 def say(line: str, file=None) -> None:
@@ -265,6 +293,10 @@ def main(argv: list[str]) -> int:
     from progsr.batch import remove_empty_folders
 
     args = build_parser().parse_args(argv)
+    if args.engine == "ray":
+        from progsr.ray_engine import run
+
+        return run(args)
     args.created_folders = []
     rank, world, local_rank = _dist_env()
     dist = _init_group(world)

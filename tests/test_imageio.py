@@ -268,3 +268,25 @@ def test_8bit_tiff_keeps_exif(tmp_path, rng):
     assert np.array_equal(back.pixels, pixels) and back.icc_profile == ICC
     with Image.open(tmp_path / "x.tiff") as img:  # TIFF holds EXIF tags in its own IFD
         assert img.getexif().get(0x010F) == "progsr-test"
+
+
+@pytest.mark.parametrize("suffix,dtype,channels", [(".png", np.uint16, 3), (".png", np.uint8, 2), (".jpg", np.uint8, 3),
+                                                   (".tif", np.uint16, 4)])
+def test_bytes_in_and_out_match_the_file_functions(tmp_path, rng, suffix, dtype, channels):
+    """decode_image/encode_image (the Ray engine's IO) give what read_image/write_image give for files."""
+    top = 65535 if dtype == np.uint16 else 255
+    pixels = rng.integers(0, top + 1, (20, 24, channels), dtype=np.int64).astype(dtype)
+    path = tmp_path / f"a{suffix}"
+    write_image(path, pixels, b"icc-profile" * 4)
+    assert imageio.encode_image(path, pixels, b"icc-profile" * 4) == path.read_bytes()
+    from_file, from_bytes = read_image(path), imageio.decode_image(path.read_bytes(), path)
+    np.testing.assert_array_equal(from_bytes.pixels, from_file.pixels)
+    assert from_bytes.pixels.dtype == dtype
+    assert (from_bytes.icc_profile, from_bytes.quantization) == (from_file.icc_profile, from_file.quantization)
+
+
+def test_decode_image_names_the_file_in_its_errors():
+    with pytest.raises(UserError, match=r"^in/x\.png: empty file"):
+        imageio.decode_image(b"", "in/x.png")
+    with pytest.raises(UserError, match=r"^in/x\.png: not an image file"):
+        imageio.decode_image(b"hello", "in/x.png")

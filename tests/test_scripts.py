@@ -251,3 +251,14 @@ def test_schedule_report_times_both_runs_to_the_lower_final_x8(tmp_path):
     assert row["equal_time_s"] == 900.0  # the progressive run's end; the other interpolated there
     assert row["simultaneous_at_equal_time_x8"] == pytest.approx(24.6 + 0.5 * 0.25)
     assert (tmp_path / "c.png").stat().st_size > 0
+
+
+def test_ray_batch_script_times_each_engine_and_checks_their_bytes(tiny, tmp_path):
+    pytest.importorskip("ray", reason="the ray extra is not installed")
+    out = tmp_path / "ray.json"
+    _script("ray_batch.py", "--images", tiny["data"] / "Tiny", "--count", 1, "--scale", 2, "--model", tiny["weights"],
+            "--actors", 1, "--out", out, cwd=tmp_path, timeout=300)
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["engine"] for r in rows] == ["local", "ray, 1 actor"]
+    assert all(r["same_bytes_as_local"] and r["images"] == 1 and r["wall_s"] > 0 for r in rows)
+    assert rows[0]["vs_local"] == 1.0
