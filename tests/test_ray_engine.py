@@ -10,12 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from progsr.cli import main
 from progsr.imageio import write_image
-from progsr.models import ProgressiveGenerator, save_generator, tiny_config
+from progsr.models import save_generator
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed")
 
@@ -31,15 +30,9 @@ def cluster(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-    torch.manual_seed(3)
-    net = ProgressiveGenerator(tiny_config())
-    with torch.no_grad():  # zero-initialised heads would make the network plain bicubic
-        for param in net.parameters():
-            if not param.any():
-                param.normal_(0, 0.05)
-    path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
-    save_generator(net, path)
-    return str(path)
+    from helpers import random_tiny
+
+    return str(save_generator(random_tiny(3), tmp_path_factory.mktemp("model") / "tiny.safetensors"))
 
 
 @pytest.fixture(scope="module")

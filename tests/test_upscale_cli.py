@@ -9,28 +9,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 from skimage import data
 
 from progsr.cli import main
 from progsr.imageio import read_image, write_image
-from progsr.models import ProgressiveGenerator, save_generator, tiny_config
+from progsr.models import save_generator
 
 ICC = b"\x00\x01fake-icc-profile" * 20
 
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-    torch.manual_seed(1)
-    net = ProgressiveGenerator(tiny_config())
-    with torch.no_grad():  # zero-initialised heads would make the network plain bicubic
-        for param in net.parameters():
-            if not param.any():
-                param.normal_(0, 0.05)
-    path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
-    save_generator(net, path)
-    return str(path)
+    from helpers import random_tiny
+
+    return str(save_generator(random_tiny(1), tmp_path_factory.mktemp("model") / "tiny.safetensors"))
 
 
 @pytest.fixture
