@@ -51,15 +51,25 @@ def graph_path(stem, scale: int) -> Path:
     return stem.parent / f"{stem.name}_x{scale}.onnx"
 
 
+GRAPH_PRECISIONS = ("fp32", "int8", "fp16")
+
+
 def export_onnx(model, stem, scales=None, metadata: dict | None = None, overwrite: bool = False,
-                opset: int = OPSET) -> list[Path]:
-    """Write one graph per scale (default: every scale of the model) as <stem>_x<s>.onnx; returns the paths."""
+                opset: int = OPSET, precision: str = "fp32") -> list[Path]:
+    """Write one graph per scale (default: every scale of the model) as <stem>_x<s>.onnx; returns the paths.
+
+    precision: "fp32", or a smaller graph that held the fp32 graph's validation Y-PSNR within 0.05 dB at x4
+    (benchmarks/onnx_quant.py): "int8" (ONNX Runtime's dynamic quantisation of the Conv weights) or "fp16"
+    (float16 weights and arithmetic, float32 input and outputs).
+    """
     import warnings
 
     from progsr import __version__
     from progsr.imageio import atomic_output
 
     onnx = _require("onnx")
+    if precision not in GRAPH_PRECISIONS:
+        raise UserError(f"--onnx-precision {precision}: choose one of {', '.join(GRAPH_PRECISIONS)}")
     model = model.float().cpu().eval()
     scales = list(scales or model.config.scales)
     bad = [s for s in scales if s not in model.config.scales]
@@ -78,8 +88,9 @@ def export_onnx(model, stem, scales=None, metadata: dict | None = None, overwrit
             warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
             torch.onnx.export(_StageGraph(model, scale), (torch.rand(1, 3, 16, 16),), str(tmp), dynamo=False,
                               opset_version=opset, input_names=["lr"], output_names=outputs, dynamic_axes=axes)
-            graph = onnx.load(str(tmp))
+            graph = _convert(onnx.load(str(tmp)), precision, tmp)
             props = {"progsr_version": __version__, "scale": str(scale), "config": model.config.to_json(),
+                     "precision": precision,
                      "input": "lr: float32 N x 3 x H x W, RGB in [0, 1]",
                      "outputs": f"{', '.join(outputs)}: float32 stage images, unclamped; {outputs[-1]} is the result",
                      **{k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}}
@@ -88,6 +99,25 @@ def export_onnx(model, stem, scales=None, metadata: dict | None = None, overwrit
                 entry.key, entry.value = key, value
             onnx.save(graph, str(tmp))
     return paths
+
+
+def _convert(graph, precision: str, path: Path):
+    """The fp32 graph (also saved at `path`) as `precision` (see export_onnx)."""
+    if precision == "fp16":
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+
+        return convert_float_to_float16(graph, keep_io_types=True)
+    if precision == "int8":
+        import onnx
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        quantized = path.with_name(path.name + ".int8")
+        try:
+            quantize_dynamic(str(path), str(quantized), weight_type=QuantType.QInt8, op_types_to_quantize=["Conv"])
+            return onnx.load(str(quantized))
+        finally:
+            quantized.unlink(missing_ok=True)
+    return graph
 
 
 class OnnxGenerator:

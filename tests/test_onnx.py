@@ -67,6 +67,20 @@ def test_graph_metadata_and_dynamic_axes(shipped_graphs):
     assert all(isinstance(d, str) for d in (lr.shape[0], lr.shape[2], lr.shape[3]))  # batch, height, width dynamic
 
 
+@pytest.mark.parametrize("precision,levels", [("int8", 3), ("fp16", 1)])
+def test_smaller_graphs_stay_close_to_fp32_through_the_upscaler(shipped_graphs, tmp_path, precision, levels):
+    """--onnx-precision int8/fp16: smaller files, the same metadata, and output within a few levels of fp32."""
+    model, [_, fp32, _] = shipped_graphs
+    [small] = export_onnx(model, tmp_path / precision, scales=[4], precision=precision)
+    assert small.stat().st_size < 0.6 * fp32.stat().st_size
+    meta = _session(small).get_modelmeta().custom_metadata_map
+    assert meta["precision"] == precision and meta["config"] == model.config.to_json()
+    lr = data.astronaut()[100:164, 180:260]
+    want = Upscaler(str(fp32), max_pixels=None).upscale_pixels(lr, scale=4).astype(int)
+    got = Upscaler(str(small), max_pixels=None).upscale_pixels(lr, scale=4).astype(int)
+    assert np.abs(got - want).mean() < 0.5 and np.percentile(np.abs(got - want), 99.9) <= levels
+
+
 def test_upscaler_runs_onnx_graphs_with_tiling_alpha_and_16_bit(tmp_path):
     model = random_tiny(3)
     weights = save_generator(model, tmp_path / "tiny.safetensors")

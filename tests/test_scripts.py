@@ -262,3 +262,20 @@ def test_ray_batch_script_times_each_engine_and_checks_their_bytes(tiny, tmp_pat
     assert [r["engine"] for r in rows] == ["local", "ray, 1 actor"]
     assert all(r["same_bytes_as_local"] and r["images"] == 1 and r["wall_s"] > 0 for r in rows)
     assert rows[0]["vs_local"] == 1.0
+
+
+def test_onnx_quant_scores_each_graph_against_fp32(tiny, tmp_path):
+    out = tmp_path / "quant.json"
+    _script("onnx_quant.py", "--weights", tiny["weights"], "--scale", 2, "--val", tiny["data"] / "Tiny",
+            "--calibration", 0, "--out", out, cwd=tmp_path, timeout=300)
+    rows = json.loads(out.read_text())["rows"]
+    assert list(rows) == ["fp32", "int8 dynamic", "fp16"]
+    assert rows["fp32"]["delta_db"] == 0 and rows["fp32"]["offered"]
+    assert rows["fp16"]["bytes"] < rows["fp32"]["bytes"]  # (on a tiny net, int8 scales and zero points outweigh its weights)
+    for row in rows.values():  # the graph's own number, checked against the torch network under the protocol
+        assert row["offered"] == (abs(row["delta_db"]) <= 0.05)
+    from progsr.metrics import psnr
+    from progsr.protocol import make_lr
+
+    hr, _ = make_lr(tiny["hr"], 2)
+    assert rows["fp32"]["y_psnr"] == pytest.approx(psnr(_model_x2(tiny["weights"], tiny["hr"]), hr, 2), abs=0.01)
