@@ -1,7 +1,7 @@
 """CPU seconds per training iteration of a config and of variants of it, on one thread.
 
     .venv/bin/python benchmarks/train_cost.py --config x8_gan \
-        --variant preset --variant no-triplet triplet_weight=0 --variant top perceptual_stages=top
+        --variant preset --variant no-triplet triplet_weight=0 --variant lpips5 perceptual_layers=5
 
 Each variant is the config with its KEY=VALUE overrides (as `progsr train --set`). It runs the training
 loop's own step (`progsr.training.steps.train_step`: G's losses and update, then D's) on synthetic batches

@@ -144,7 +144,7 @@ def test_overrides_are_typed():
     (lambda t, f: ["--config", "tiny", "--set", "fade_iters=[1]"], "2 entries"),
     (lambda t, f: ["--config", "tiny", "--set", "perceptual_layers=0"], "perceptual_layers must be 1 to 5"),
     (lambda t, f: ["--config", "tiny", "--set", "adversarial_loss=wgan"], "adversarial_loss must be one of"),
-    (lambda t, f: ["--config", "tiny", "--set", "perceptual_stages=last"], "perceptual_stages must be one of"),
+    (lambda t, f: ["--config", "tiny", "--set", "adversarial_stages=last"], "adversarial_stages must be one of"),
     (lambda t, f: ["--config", "tiny", "--set", "grid_weight=-1"], "loss weights must be >= 0.*grid_weight"),
     (lambda t, f: ["--config", "tiny", "--set", "high_frequency_scales=[16]"], "high_frequency_scales must be among"),
 ])

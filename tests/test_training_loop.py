@@ -55,6 +55,11 @@ def test_old_configs_migrate_to_the_half_life_and_refuse_removed_terms():
     assert cfg.ema_half_life == pytest.approx(8 * math.log(0.5) / math.log(0.999))  # about 5542 samples
     with pytest.raises(UserError, match="artifact_weight, a term removed"):
         config_from_dict({"artifact_weight": 1.0}, TrainConfig(), "checkpoint config")
+    # every PSNR checkpoint says perceptual_stages "all" with the term off: it loads; a GAN config with it does not
+    config_from_dict({"perceptual_stages": "all", "perceptual_weight": 0.0}, TrainConfig(), "checkpoint config")
+    config_from_dict({"perceptual_stages": "top", "perceptual_weight": 1.0}, TrainConfig(), "checkpoint config")
+    with pytest.raises(UserError, match="perceptual_stages, a term removed"):
+        config_from_dict({"perceptual_stages": "all", "perceptual_weight": 1.0}, TrainConfig(), "checkpoint config")
 
 
 def test_fine_tuning_from_init_weights_runs_every_stage_from_the_first_iteration(tmp_path, train_folder):

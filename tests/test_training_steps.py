@@ -67,23 +67,21 @@ def _nonzero_heads(G):
     return G
 
 
-@pytest.mark.parametrize("stages, expected", [("all", [32, 32, 64, 64]), ("top", [64, 64])])
-def test_perceptual_stages_pick_where_lpips_runs(stages, expected):
-    cfg, G, groups = _setup(perceptual_weight=1.0, perceptual_stages=stages)
+def test_perceptual_loss_runs_on_the_output_stage_only():
+    cfg, G, groups = _setup(perceptual_weight=1.0)
     lpips = CountingLPIPS()
     total, terms, _ = generator_losses(G, None, lpips, groups, 3, 1.0, cfg, AMP)
-    assert lpips.sizes == expected  # target and output once per picked stage
+    assert lpips.sizes == [64, 64]  # target and output of the x4 group's output stage; never its x2 stage
     assert terms["perceptual"].item() > 0 and torch.isfinite(total)
 
 
 def test_lpips_triplet_reuses_the_target_features():
-    cfg, G, groups = _setup(perceptual_weight=1.0, triplet_weight=1.0, triplet_distance="lpips",
-                            perceptual_stages="top")
+    cfg, G, groups = _setup(perceptual_weight=1.0, triplet_weight=1.0, triplet_distance="lpips")
     _nonzero_heads(G)
     lpips = CountingLPIPS()
     _, terms, outputs = generator_losses(G, None, lpips, groups, 3, 1.0, cfg, AMP)
     assert lpips.sizes == [64, 64, 64]  # target, output, negative: the target is not run twice
-    # only the top stage has LPIPS (perceptual_stages="top"): anchor = its target, positive = its output,
+    # only the output stage has LPIPS: anchor = its target, positive = its output,
     # negative = the x4 output interpolated up
     target, out = groups[0][2][2], outputs[0][2]
     d_ap = lpips.distance(lpips.features(target), lpips.features(out))
@@ -201,7 +199,7 @@ def test_triplet_gradient_flows_only_through_the_positive(distance, monkeypatch)
 
     monkeypatch.setattr(steps, "triplet_loss", recording)
     _, terms, _ = generator_losses(G, D, lpips, groups, 3, 1.0, cfg, AMP)
-    assert len(seen) == {"l1": 3, "lpips": 2, "dfeat": 3}[distance]  # LPIPS skips the 16 px stage
+    assert len(seen) == {"l1": 3, "lpips": 1, "dfeat": 3}[distance]  # LPIPS: the output stage only
     for d_ap, d_an in seen:
         assert d_ap.requires_grad and d_ap.grad_fn is not None
         assert not d_an.requires_grad and d_an.grad_fn is None

@@ -54,10 +54,9 @@ class TrainConfig:
     # losses: a weight of 0 switches a term off (and nothing for it is built or run)
     pixel_weight: float = 1.0  # pixel loss on every active stage against its target
     pixel_loss: str = "charbonnier"  # "charbonnier" (eps 1e-3, LapSRN's) or "mse" (what PSNR measures)
-    perceptual_weight: float = 0.0  # LPIPS on the active stages picked by perceptual_stages
+    perceptual_weight: float = 0.0  # perceptual loss on each batch group's output stage
     perceptual_net: str = "vgg"  # LPIPS "vgg" or "alex", or "vgg_conv5" (ESRGAN's: VGG16 conv5_3 before ReLU, L1)
     perceptual_layers: int = 5  # backbone slices LPIPS uses: 5 is LPIPS itself, fewer a cheaper truncated LPIPS
-    perceptual_stages: str = "all"  # "all" active stages of each group, or only its "top" (output) stage
     backbones: str = ""  # LPIPS backbone file/folder; "" = $PROGSR_BACKBONES, then ../shared/backbones
     adversarial_weight: float = 0.0
     adversarial_loss: str = "ragan"  # "ragan" (relativistic average) or "wgan_gp" (ProGAN's: WGAN-GP + drift)
@@ -112,7 +111,7 @@ def _preset_x8_gan() -> TrainConfig:
         phase="gan", discriminator={"channels": [64, 32, 16, 8], "head_blocks": 1}, lr_crop=(32, 24, 12),
         schedule="simultaneous", iters=4000, lr_decay_iters=4000, d_warmup_iters=100,
         lr=1e-4, lr_min=1e-6, warmup_iters=0, d_lr=1e-4, ema_half_life=1100.0,
-        pixel_weight=0.1, perceptual_weight=1.0, perceptual_net="vgg", perceptual_layers=2, perceptual_stages="top",
+        pixel_weight=0.1, perceptual_weight=1.0, perceptual_net="vgg", perceptual_layers=2,
         adversarial_weight=5e-3, adversarial_stages="top",
         triplet_weight=0.5, triplet_distance="dfeat", triplet_margin=0.05, grid_weight=10.0,
         high_frequency_weight=10.0, high_frequency_scales=(8,), val_every=150, val_lpips=True, ckpt_every=150,
@@ -138,7 +137,6 @@ CHOICES = {
     "perceptual_net": ("vgg", "alex", "vgg_conv5"),
     "adversarial_stages": ("all", "top"),
     "adversarial_loss": ("ragan", "wgan_gp"),
-    "perceptual_stages": ("all", "top"),
     "triplet_distance": ("l1", "lpips", "dfeat"),
 }
 
@@ -150,9 +148,12 @@ def migrate(data: dict, source: str) -> dict:
     if "ema_beta" in data:
         beta, batch = float(data.pop("ema_beta")), int(data.get("batch_size", TrainConfig.batch_size))
         data.setdefault("ema_half_life", batch * math.log(0.5) / math.log(beta) if beta > 0 else 0.0)
-    removed = {"artifact_weight": 0.0, "high_frequency_band": "2-4px"}  # LDL's term and the 2 px band lost A/Bs
-    for key, off in removed.items():
-        if key in data and data.pop(key) != off:
+    # LDL's term, the 2 px band and perceptual loss on every stage lost their A/Bs (experiments/HISTORY.md).
+    # An old config may keep such a field where it changed nothing: at today's behaviour, or with its term off.
+    removed = {"artifact_weight": (0.0, None), "high_frequency_band": ("2-4px", None),
+               "perceptual_stages": ("top", "perceptual_weight")}
+    for key, (today, term) in removed.items():
+        if data.pop(key, today) != today and (term is None or data.get(term, 0)):
             raise UserError(f"{source}: uses {key}, a term removed from the recipe (progsr/TRAINING.md)")
     return data
 

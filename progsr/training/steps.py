@@ -55,12 +55,11 @@ def generator_losses(G, D, lpips_loss, groups, stage: int, alpha: float, cfg, am
         lpips_t, lpips_d, judged = {}, {}, {}
         adv_stages = [k + 1 for k in _picked(cfg.adversarial_stages, n_stages)]
         with amp:
-            if lpips_loss is not None:
-                for k in _picked(cfg.perceptual_stages, n_stages):
-                    if min(outs[k].shape[-2:]) >= LPIPS_MIN_SIZE:
-                        with torch.no_grad():
-                            lpips_t[k] = lpips_loss.features(targets[k])
-                        lpips_d[k] = lpips_loss.distance(lpips_t[k], lpips_loss.features(outs[k])).float()
+            top = n_stages - 1  # perceptual loss on the output stage only: every stage lost its A/B (HISTORY.md)
+            if lpips_loss is not None and min(outs[top].shape[-2:]) >= LPIPS_MIN_SIZE:
+                with torch.no_grad():
+                    lpips_t[top] = lpips_loss.features(targets[top])
+                lpips_d[top] = lpips_loss.distance(lpips_t[top], lpips_loss.features(outs[top])).float()
             # D judges the adversarial stages; the dfeat triplet reuses those features (and only those stages).
             dfeat = cfg.triplet_weight > 0 and cfg.triplet_distance == "dfeat"
             d_stages = [s - 1 for s in adv_stages] if cfg.adversarial_weight > 0 or dfeat else []
@@ -122,7 +121,7 @@ def _triplet(D, lpips_loss, lr, outs, targets, alphas, lpips_t, lpips_d, judged,
             d_ap, d_an = l1_distance(anchor, positive), l1_distance(anchor, negative)
         elif cfg.triplet_distance == "lpips":
             if k not in lpips_d:
-                continue  # no LPIPS at this stage (too small, or perceptual_stages = "top")
+                continue  # no LPIPS at this stage (it runs on the output stage only, at least LPIPS_MIN_SIZE)
             d_ap = lpips_d[k]
             with amp, torch.no_grad():  # the anchor's features are reused from the perceptual term
                 d_an = lpips_loss.distance(lpips_t[k], lpips_loss.features(negative)).float()
