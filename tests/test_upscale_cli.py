@@ -365,3 +365,11 @@ def test_each_file_is_read_once_and_planned_once(tmp_path, model, rgb, capsys, m
                          "--scale", "2")
     assert rc == 0, err
     assert calls == {"read": 2, "header": 0, "plan": 2}
+
+
+def test_the_ray_engine_without_ray_is_a_one_line_error(tmp_path, rgb, capsys, monkeypatch):
+    Image.fromarray(rgb).save(tmp_path / "a.png")
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if the ray extra were not installed
+    rc, out, err = upscale(capsys, tmp_path / "a.png", "-o", tmp_path / "out", "--engine", "ray")
+    assert rc == 2 and "pip install 'progsr[ray]'" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
