@@ -21,8 +21,8 @@ Order of work for one image (Real-ESRGAN's recipe, with blended tiles instead of
 A CUDA out-of-memory error halves the tile batch, then the tile size, and tries again.
 upscale_stages makes every stage's image (x2, x4, ...) in that same single pass: a whole image streams
 them as the network computes them, tiles are blended per stage (windows scaled by the stage's factor).
-The tile geometry, windows, memory plan and strip blender are in progsr/tiling.py, steps 1 and 4-5 in
-progsr/planes.py; this module drives them.
+The tile geometry, windows, memory plan and strip blender are in progsr/tiling.py (numpy), the network's
+torch side in progsr/torch_backend.py, steps 1 and 4-5 in progsr/planes.py; this module drives them.
 """
 
 from __future__ import annotations
@@ -44,8 +44,9 @@ from progsr.errors import UserError
 from progsr.limits import DEFAULT_MAX_PIXELS, default_max_output_pixels
 from progsr.imageio import ImageData, check_pixels, from_pil, read_image, to_pil, write_image
 from progsr.planes import alpha_pixels, colour_pixels, finish_planes, num_channels, output_bytes, split_planes
-from progsr.tiling import (MIN_TILE, Progress, activation_bytes_per_pixel, choose_tiling,
-                           is_oom, memory_available, receptive_radius, run_tiles)
+from progsr.tiling import MIN_TILE, Progress, choose_tiling, host_memory_available, run_tiles
+from progsr.torch_backend import (activation_bytes_per_pixel, device_free_memory, is_oom, receptive_radius,
+                                  tile_forward)
 
 DEFAULT_PRE_PAD = 0  # LR pixels of reflection around the image (see step 2 above)
 
@@ -367,7 +368,7 @@ class Upscaler:
             raise UserError(f"output {out_hw[1]}x{out_hw[0]} has {out_pixels / 1e6:.0f} MP, over the "
                             f"{self.max_output_pixels / 1e6:.0f} MP limit (--max-output-pixels; 0 = no limit)")
         need = output_bytes(height, width, model_scale, out_hw, pixels)
-        free = memory_available(torch.device("cpu"))
+        free = host_memory_available()
         if need > free:
             raise UserError(f"output {out_hw[1]}x{out_hw[0]} needs about {need / 2**30:.1f} GiB of memory, "
                             f"{free / 2**30:.1f} GiB is free: use a smaller --scale/--outscale, or free memory")
@@ -439,11 +440,13 @@ class Upscaler:
         tile, batch = self._choose_tiling(padded.shape[-2], padded.shape[-1], scale)
         while True:
             try:
-                for top, bottom, rows in run_tiles(self._forward, self._inference, padded, scale, tile, batch,
-                                                       self.tile_overlap, self.device, progress, scales):
+                forward = tile_forward(self._forward, self._inference, self.device, scale, scales)
+                for top, bottom, rows in run_tiles(forward, padded.numpy(), scale, tile, batch, self.tile_overlap,
+                                                   progress, scales):
                     a, b = max(top, ph), min(bottom, ph + h)
                     if a < b:
-                        yield a - ph, b - ph, [r[:, :, (a - top) * s: (b - top) * s, pw * s: (pw + w) * s]
+                        yield a - ph, b - ph, [torch.from_numpy(r[:, :, (a - top) * s: (b - top) * s,
+                                                                  pw * s: (pw + w) * s])
                                                for r, s in zip(rows, scales)]
                 return
             except Exception as err:  # noqa: BLE001 - only out-of-memory errors are retried
@@ -468,8 +471,8 @@ class Upscaler:
         if scale not in self._bytes_per_pixel:
             self._bytes_per_pixel[scale] = activation_bytes_per_pixel(self._probe_model, scale, self.device,
                                                                       self._inference)
-        return choose_tiling(h, w, scale, self._bytes_per_pixel[scale], self.device, self.tile, self.tile_batch,
-                             max(MIN_TILE, 2 * self.tile_overlap), self._tile_cap)
+        return choose_tiling(h, w, scale, self._bytes_per_pixel[scale], device_free_memory(self.device), self.tile,
+                             self.tile_batch, max(MIN_TILE, 2 * self.tile_overlap), self._tile_cap)
     @contextlib.contextmanager
     def _inference(self):
         """inference_mode plus autocast to the chosen precision (a no-op for fp32)."""
