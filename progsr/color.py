@@ -27,6 +27,6 @@ def rgb_to_y(img):
 _GREY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R 601 luma on full-range RGB, as Pillow's convert("L")
 
 
-def rgb_to_grey(img: torch.Tensor) -> torch.Tensor:
-    """Grey of a 3xHxW RGB tensor as Pillow's convert("L") makes it (full range): 1xHxW."""
+def rgb_to_grey(img):
+    """Grey of a 3xHxW RGB image (numpy or torch) as Pillow's convert("L") makes it (full range): 1xHxW."""
     return sum(w * img[c] for c, w in enumerate(_GREY_WEIGHTS))[None]

@@ -37,7 +37,6 @@ from typing import Iterator, NamedTuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from progsr.devices import resolve_device, resolve_precision
 from progsr.errors import UserError
@@ -338,7 +337,7 @@ class Upscaler:
             clean, _ = self.resolve_clean(pixels)
         return self._upscale_planned(pixels, colour, alpha, model_scale, out_hw, progress, realism, clean)
 
-    def _upscale_planned(self, pixels: np.ndarray, colour: torch.Tensor, alpha: np.ndarray | None,
+    def _upscale_planned(self, pixels: np.ndarray, colour: np.ndarray, alpha: np.ndarray | None,
                          model_scale: int, out_hw: tuple[int, int], progress: Progress | None,
                          realism: float | None = None, clean: float = 0.0) -> np.ndarray:
         """upscale_pixels once the image is split into planes, its output planned and its clean-up resolved."""
@@ -375,13 +374,13 @@ class Upscaler:
 
     # ------------------------------------------------------------------------------------------ the engine
 
-    def _run(self, x: torch.Tensor, scale: int, progress: Progress | None) -> torch.Tensor:
-        """Upscale a 1x3xHxW float32 CPU tensor by `scale` into one float image: pre-pad, tiles, blend, crop; unclamped."""
+    def _run(self, x: np.ndarray, scale: int, progress: Progress | None) -> np.ndarray:
+        """Upscale a 1x3xHxW float32 image by `scale` into one float image: pre-pad, tiles, blend, crop; unclamped."""
         [out] = self._run_iter(x, scale, progress)
         return out
 
-    def _run_iter(self, x: torch.Tensor, scale: int, progress: Progress | None,
-                  stages: bool = False) -> Iterator[torch.Tensor]:
+    def _run_iter(self, x: np.ndarray, scale: int, progress: Progress | None,
+                  stages: bool = False) -> Iterator[np.ndarray]:
         """_run as a generator: yields the x`scale` image, or with stages=True the x2, x4, ... x`scale` images.
 
         A whole image streams each stage as soon as the network has computed it; a tiled one yields them
@@ -391,7 +390,7 @@ class Upscaler:
         tile, _ = self._choose_tiling(padded.shape[-2], padded.shape[-1], scale)
         done = 0  # images already yielded: after an out-of-memory error the tiled retry does not yield them again
         if stages and tile >= max(padded.shape[-2:]):
-            lr = padded.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+            lr = torch.from_numpy(padded).to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
             images = self.model.iter_stages(lr, scale)  # not compiled: it pauses between stages
             _, _, h, w = x.shape
             try:
@@ -401,7 +400,7 @@ class Upscaler:
                     if progress is not None and s == scale:
                         progress(1, 1)
                     done += 1
-                    yield result.float().cpu()[:, :, ph * s: (ph + h) * s, pw * s: (pw + w) * s]
+                    yield result.float().cpu().numpy()[:, :, ph * s: (ph + h) * s, pw * s: (pw + w) * s]
                 return
             except Exception as err:  # noqa: BLE001 - only out-of-memory errors are retried, with tiles
                 if not is_oom(err):
@@ -410,7 +409,7 @@ class Upscaler:
                     torch.cuda.empty_cache()
                 self._tile_cap = max(MIN_TILE, 2 * self.tile_overlap, tile // 2)
                 warnings.warn(f"out of memory on {self.device}; retrying with {self._tile_cap}px tiles", stacklevel=2)
-        blocks: list[list[torch.Tensor]] = []
+        blocks: list[list[np.ndarray]] = []
         for top, _, rows in self._stream(x, scale, progress, stages):
             if top == 0:  # the first strip, or the first again after an out-of-memory retry
                 blocks = [[] for _ in rows]
@@ -418,16 +417,16 @@ class Upscaler:
                 block.append(r)
         for k, block in enumerate(blocks):
             if k >= done:
-                yield torch.cat(block, dim=-2)
+                yield np.concatenate(block, axis=-2)
 
-    def _pad(self, x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
+    def _pad(self, x: np.ndarray) -> tuple[np.ndarray, int, int]:
         """The image with `pre_pad` LR pixels of reflection around it (fewer for a tiny image), and the pads."""
         _, _, h, w = x.shape
         ph, pw = min(self.pre_pad, h - 1), min(self.pre_pad, w - 1)
-        return (F.pad(x, (pw, pw, ph, ph), mode="reflect") if ph or pw else x), ph, pw
+        return (np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), mode="reflect") if ph or pw else x), ph, pw
 
-    def _stream(self, x: torch.Tensor, scale: int, progress: Progress | None,
-                stages: bool = False) -> Iterator[tuple[int, int, list[torch.Tensor]]]:
+    def _stream(self, x: np.ndarray, scale: int, progress: Progress | None,
+                stages: bool = False) -> Iterator[tuple[int, int, list[np.ndarray]]]:
         """Yield (top, bottom, [rows per scale]): the finished output rows of LR rows [top, bottom), strip by strip.
 
         Rows are float32 1x3xrxW on the CPU, pre-pad cropped; [rows per scale] is the x`scale` rows, or with
@@ -441,12 +440,11 @@ class Upscaler:
         while True:
             try:
                 forward = tile_forward(self._forward, self._inference, self.device, scale, scales)
-                for top, bottom, rows in run_tiles(forward, padded.numpy(), scale, tile, batch, self.tile_overlap,
+                for top, bottom, rows in run_tiles(forward, padded, scale, tile, batch, self.tile_overlap,
                                                    progress, scales):
                     a, b = max(top, ph), min(bottom, ph + h)
                     if a < b:
-                        yield a - ph, b - ph, [torch.from_numpy(r[:, :, (a - top) * s: (b - top) * s,
-                                                                  pw * s: (pw + w) * s])
+                        yield a - ph, b - ph, [r[:, :, (a - top) * s: (b - top) * s, pw * s: (pw + w) * s]
                                                for r, s in zip(rows, scales)]
                 return
             except Exception as err:  # noqa: BLE001 - only out-of-memory errors are retried

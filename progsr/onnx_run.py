@@ -17,9 +17,11 @@ import numpy as np
 
 def upscale_rgb8(session, rgb: np.ndarray) -> np.ndarray:
     """H x W x 3 uint8 RGB -> the graph's result as kH x kW x 3 uint8 RGB."""
-    lr = (rgb.astype(np.float32) / 255.0).transpose(2, 0, 1)[None]
+    from progsr.pixels import from_float, to_float
+
+    lr = to_float(rgb).transpose(2, 0, 1)[None]  # / 255
     result = session.run(None, {"lr": np.ascontiguousarray(lr)})[-1][0]
-    return np.round(np.clip(result, 0.0, 1.0).transpose(1, 2, 0) * 255.0).astype(np.uint8)
+    return from_float(result.transpose(1, 2, 0), np.uint8)  # clamp to [0, 1], * 255, round
 
 
 def main(argv=None) -> int:

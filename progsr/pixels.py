@@ -6,10 +6,14 @@ numpy images are HxW or HxWxC, torch images NxCxHxW.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 
 from progsr.errors import UserError
+
+if TYPE_CHECKING:
+    import torch
 
 _LEVELS = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
 
@@ -29,21 +33,23 @@ def to_float(pixels: np.ndarray) -> np.ndarray:
 
 
 def from_float(x, dtype) -> np.ndarray:
-    """A float tensor (any shape, any device) or numpy array in [0, 1] as numpy `dtype`, clamped and rounded for
-    integer types."""
+    """A float numpy array or torch tensor (any shape, any device) in [0, 1] as numpy `dtype`, clamped and
+    rounded (half to even) for integer types."""
     dtype = np.dtype(dtype)
-    if isinstance(x, np.ndarray):
-        x = torch.from_numpy(x)  # a view: no copy
-    x = x.detach().float().clamp(0, 1).cpu()
+    if not isinstance(x, np.ndarray):  # a torch tensor
+        x = x.detach().float().cpu().numpy()
+    x = np.clip(x.astype(np.float32, copy=False), 0.0, 1.0)
     if dtype == np.uint8:
-        return (x * 255).round_().to(torch.uint8).numpy()
+        return np.round(x * np.float32(255)).astype(np.uint8)
     if dtype == np.uint16:
-        return (x.double() * 65535).round_().to(torch.int32).numpy().astype(np.uint16)
-    return x.numpy().astype(dtype)
+        return np.round(x.astype(np.float64) * 65535).astype(np.uint16)
+    return x.astype(dtype)
 
 
 def u8_to_tensor(img: np.ndarray, device="cpu") -> torch.Tensor:
     """uint8 HxWx3 (or a batch NxHxWx3) numpy image -> float32 Nx3xHxW tensor in [0, 1] on `device`."""
+    import torch
+
     batch = img if img.ndim == 4 else img[None]
     return u8_tensor_to_float(torch.from_numpy(np.ascontiguousarray(batch)).to(device).permute(0, 3, 1, 2))
 

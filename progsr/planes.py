@@ -7,7 +7,6 @@ resized with MATLAB bicubic, and the result comes back in the input's dtype and 
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from progsr.color import rgb_to_grey
 from progsr.errors import UserError
@@ -15,7 +14,7 @@ from progsr.imageio import check_pixels
 from progsr.pixels import from_float, to_float
 
 
-def split_planes(pixels: np.ndarray, max_pixels: int | None) -> tuple[torch.Tensor, np.ndarray | None]:
+def split_planes(pixels: np.ndarray, max_pixels: int | None) -> tuple[np.ndarray, np.ndarray | None]:
     """Check an image and split it: 1x3xHxW float32 colour (grey repeated), HxW float alpha or None."""
     pixels = np.asarray(pixels)
     if pixels.ndim not in (2, 3) or (pixels.ndim == 3 and not 1 <= pixels.shape[2] <= 4):
@@ -28,7 +27,7 @@ def split_planes(pixels: np.ndarray, max_pixels: int | None) -> tuple[torch.Tens
     values = to_float(pixels).reshape(height, width, channels)
     colour = values[:, :, :3] if channels >= 3 else np.repeat(values[:, :, :1], 3, axis=2)
     alpha = values[:, :, channels - 1] if channels in (2, 4) else None
-    return torch.from_numpy(np.ascontiguousarray(colour)).permute(2, 0, 1)[None], alpha
+    return np.ascontiguousarray(colour.transpose(2, 0, 1))[None], alpha
 
 
 def num_channels(pixels: np.ndarray) -> int:
@@ -36,11 +35,11 @@ def num_channels(pixels: np.ndarray) -> int:
     return 1 if pixels.ndim == 2 else pixels.shape[2]
 
 
-def colour_pixels(y: torch.Tensor, channels: int, dtype) -> np.ndarray:
+def colour_pixels(y: np.ndarray, channels: int, dtype) -> np.ndarray:
     """3xhxw float rows of the network's output -> hxwx3 (or hxwx1 grey) pixels of `dtype`."""
     if channels < 3:
-        y = rgb_to_grey(y.clamp(0, 1))
-    return from_float(y.permute(1, 2, 0), dtype)
+        y = rgb_to_grey(np.clip(y, 0, 1))
+    return from_float(y.transpose(1, 2, 0), dtype)
 
 
 def alpha_pixels(alpha: np.ndarray, out_hw: tuple[int, int], dtype) -> np.ndarray:
@@ -50,7 +49,7 @@ def alpha_pixels(alpha: np.ndarray, out_hw: tuple[int, int], dtype) -> np.ndarra
     return from_float(imresize(alpha, size=out_hw), dtype)
 
 
-def finish_planes(y: torch.Tensor, alpha: np.ndarray | None, out_hw: tuple[int, int],
+def finish_planes(y: np.ndarray, alpha: np.ndarray | None, out_hw: tuple[int, int],
                   pixels: np.ndarray) -> np.ndarray:
     """The network's 3xhxw output -> out_hw in the dtype and layout of the input `pixels` (steps 4-5)."""
     if tuple(y.shape[-2:]) != out_hw:
@@ -61,16 +60,15 @@ def finish_planes(y: torch.Tensor, alpha: np.ndarray | None, out_hw: tuple[int, 
     return out[:, :, 0] if pixels.ndim == 2 else out
 
 
-def resize_planes(planes: torch.Tensor, out_hw: tuple[int, int]) -> torch.Tensor:
-    """MATLAB-bicubic resize of CxHxW float CPU planes to out_hw (antialiased when shrinking).
+def resize_planes(planes: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
+    """MATLAB-bicubic resize of CxHxW float planes to out_hw (antialiased when shrinking).
 
-    Uses the numpy path, which applies only each output pixel's few taps: the torch path's dense
-    (out x in) matrices grow with the square of the image side and would dominate large outputs.
+    The numpy imresize applies only each output pixel's few taps: the torch one's dense (out x in)
+    matrices grow with the square of the image side and would dominate large outputs.
     """
     from progsr.resize import imresize
 
-    resized = imresize(planes.permute(1, 2, 0).numpy(), size=out_hw)
-    return torch.from_numpy(np.ascontiguousarray(resized.reshape(out_hw[0], out_hw[1], -1))).permute(2, 0, 1)
+    return imresize(planes.transpose(1, 2, 0), size=out_hw).reshape(out_hw[0], out_hw[1], -1).transpose(2, 0, 1)
 
 
 def output_bytes(height: int, width: int, model_scale: int, out_hw: tuple[int, int], pixels: np.ndarray) -> int:
