@@ -209,12 +209,18 @@ def _start(ray, address: str | None) -> None:
 
 
 def _actors(ray, args) -> int:
-    """--actors, else as many as the cluster's CPUs (or GPUs / --actor-gpus) allow."""
+    """--actors, else as many as the cluster's CPUs (or GPUs / --actor-gpus) allow; UserError for what no node
+    can give (Ray would wait for it forever)."""
+    resources = ray.cluster_resources()
+    if args.actor_gpus > resources.get("GPU", 0):
+        raise UserError(f"--actor-gpus {args.actor_gpus:g}: the Ray cluster has {resources.get('GPU', 0):g} GPUs")
+    if args.actor_memory is not None and args.actor_memory * 2**30 > resources.get("memory", 0):
+        raise UserError(f"--actor-memory {args.actor_memory:g}: more than the Ray cluster's "
+                        f"{resources.get('memory', 0) / 2**30:.1f} GiB")
     if args.actors is not None:
         if args.actors < 1:
             raise UserError(f"--actors {args.actors}: must be at least 1")
         return args.actors
-    resources = ray.cluster_resources()
     if args.actor_gpus > 0:
         return max(1, int(resources.get("GPU", 0) / args.actor_gpus))
     return max(1, int(resources.get("CPU", 1)))

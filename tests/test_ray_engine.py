@@ -127,6 +127,15 @@ def test_a_killed_job_resumes_to_the_same_outputs(cluster, model, tmp_path, caps
     assert not list(out.glob(".*.tmp"))
 
 
+def test_resources_no_node_has_are_refused_not_waited_for(cluster, folder, model, tmp_path, capsys):
+    common = (folder, "-o", tmp_path / "out", "--model", model, "--scale", 2, "--engine", "ray")
+    rc, text = run(capsys, *common, "--actor-gpus", 1)
+    assert rc == 2 and "--actor-gpus 1: the Ray cluster has 0 GPUs" in text
+    rc, text = run(capsys, *common, "--actor-memory", 100000)
+    assert rc == 2 and "--actor-memory 100000: more than the Ray cluster's" in text
+    assert not (tmp_path / "out").exists()
+
+
 def test_bad_options_fail_before_any_cluster_work(tmp_path, folder, capsys):
     rc, text = run(capsys, folder, "-o", tmp_path / "x.png", "--engine", "ray")
     assert rc == 2 and "writes into a folder" in text
