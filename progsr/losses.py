@@ -11,7 +11,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from progsr.errors import UserError
 
 
 def charbonnier(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
@@ -82,43 +81,6 @@ class LPIPSLoss(nn.Module):
     def distance(self, feats_a: list[torch.Tensor], feats_b: list[torch.Tensor]) -> torch.Tensor:
         """Per-sample LPIPS, (N,), from two `features` lists."""
         return sum(self.model.lins[k]((fa - fb) ** 2).mean(dim=(1, 2, 3)) for k, (fa, fb) in enumerate(zip(feats_a, feats_b)))
-
-    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return self.distance(self.features(a), self.features(b))
-
-
-class VGGFeatureLoss(nn.Module):
-    """ESRGAN's perceptual loss, on VGG16: the mean absolute difference of the conv5_3 feature maps taken
-    before their ReLU, on ImageNet-normalised input. ESRGAN uses VGG19's conv5_4; the offline backbones here
-    are VGG16's (`progsr.metrics.resolve_backbone`). The same `features` / `distance` split as LPIPSLoss."""
-
-    CONV5_3 = 28  # index of conv5_3 in torchvision's vgg16().features
-
-    def __init__(self, backbone_path=None, device="cpu"):
-        super().__init__()
-        from torchvision.models.vgg import cfgs, make_layers
-
-        from progsr.metrics import resolve_backbone
-
-        state, source = resolve_backbone("vgg", backbone_path)
-        trunk = make_layers(cfgs["D"])[: self.CONV5_3 + 1]
-        wanted = {k: v for k, v in state.items() if k.startswith("features.")
-                  and int(k.split(".")[1]) <= self.CONV5_3}
-        missing = set(f"features.{k}" for k in trunk.state_dict()) - set(wanted)
-        if missing:
-            raise UserError(f"{source}: not a VGG16 backbone (missing {sorted(missing)[:3]})")
-        trunk.load_state_dict({k.split(".", 1)[1]: v.float() for k, v in wanted.items()})
-        self.trunk = trunk.to(device).eval().requires_grad_(False)
-        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406], device=device).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225], device=device).view(1, 3, 1, 1))
-
-    def features(self, img: torch.Tensor) -> list[torch.Tensor]:
-        """[conv5_3 before ReLU] of a [0, 1] image batch."""
-        return [self.trunk((img - self.mean) / self.std)]
-
-    def distance(self, feats_a: list[torch.Tensor], feats_b: list[torch.Tensor]) -> torch.Tensor:
-        """Per-sample mean absolute feature difference, (N,)."""
-        return (feats_a[0] - feats_b[0]).abs().mean(dim=(1, 2, 3))
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return self.distance(self.features(a), self.features(b))

@@ -55,7 +55,7 @@ class TrainConfig:
     pixel_weight: float = 1.0  # pixel loss on every active stage against its target
     pixel_loss: str = "charbonnier"  # "charbonnier" (eps 1e-3, LapSRN's) or "mse" (what PSNR measures)
     perceptual_weight: float = 0.0  # perceptual loss on each batch group's output stage
-    perceptual_net: str = "vgg"  # LPIPS "vgg" or "alex", or "vgg_conv5" (ESRGAN's: VGG16 conv5_3 before ReLU, L1)
+    perceptual_net: str = "vgg"  # LPIPS "vgg" or "alex" (ESRGAN's VGG conv5 features lost their A/B: TRAINING.md)
     perceptual_layers: int = 5  # backbone slices LPIPS uses: 5 is LPIPS itself, fewer a cheaper truncated LPIPS
     backbones: str = ""  # LPIPS backbone file/folder; "" = $PROGSR_BACKBONES, then ../shared/backbones
     adversarial_weight: float = 0.0
@@ -134,7 +134,7 @@ CHOICES = {
     "pixel_loss": ("charbonnier", "mse"),
     "schedule": ("progressive", "simultaneous"),
     "lr_decay": ("cosine", "constant"),
-    "perceptual_net": ("vgg", "alex", "vgg_conv5"),
+    "perceptual_net": ("vgg", "alex"),
     "adversarial_stages": ("all", "top"),
     "adversarial_loss": ("ragan", "wgan_gp"),
     "triplet_distance": ("l1", "lpips", "dfeat"),

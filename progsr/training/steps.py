@@ -91,12 +91,10 @@ def generator_losses(G, D, lpips_loss, groups, stage: int, alpha: float, cfg, am
 
 def build_perceptual_loss(cfg, device):
     """The perceptual loss the config's terms need (perceptual, or the LPIPS triplet), or None: LPIPS on
-    `perceptual_net` vgg or alex, or ESRGAN's VGG conv5 feature loss for `vgg_conv5`."""
-    from progsr.losses import LPIPSLoss, VGGFeatureLoss
+    `perceptual_net` vgg or alex."""
+    from progsr.losses import LPIPSLoss
 
     if cfg.perceptual_weight > 0 or (cfg.triplet_weight > 0 and cfg.triplet_distance == "lpips"):
-        if cfg.perceptual_net == "vgg_conv5":
-            return VGGFeatureLoss(cfg.backbones or None, device=device)
         return LPIPSLoss(cfg.perceptual_net, cfg.backbones or None, device=device, layers=cfg.perceptual_layers)
     return None
 
