@@ -105,8 +105,9 @@ def main(argv=None) -> int:
     p.add_argument("--realism", type=float, default=None,
                    help="with --onnx: bake the blend (1 - R) * psnr + R * gan of the shipped models into the graphs")
     p.add_argument("--onnx-precision", default="fp32", choices=["fp32", "int8", "fp16"],
-                   help="with --onnx: fp32 (default), int8 (dynamic quantisation: 0.28x the file) or fp16 (0.5x); "
-                        "both held the validation Y-PSNR within 0.05 dB of fp32 at x4 (benchmarks/README.md)")
+                   help="with --onnx: fp32 (default), int8 (dynamic quantisation: 0.28x the file, slower on the "
+                        "CPU) or fp16 (0.5x); both held the validation Y-PSNR within 0.05 dB of fp32 at x4 "
+                        "(benchmarks/README.md)")
     p.add_argument("--grow", type=int, nargs="+", default=None, metavar="BLOCKS",
                    help="CKPT is a .safetensors generator: write it with these residual blocks per stage, the "
                         "added ones identities (same output)")
