@@ -17,6 +17,7 @@ milliseconds per image (meaningful only on an otherwise idle machine).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import tempfile
@@ -72,7 +73,8 @@ def make_variants(weights: str, scale: int, workdir: Path, calibration: int) -> 
              "int8 dynamic": export_onnx(model, workdir / "int8", scales=[scale], precision="int8")[0]}
     if calibration > 0:
         pre = workdir / "pre.onnx"
-        quant_pre_process(str(paths["fp32"]), str(pre), skip_symbolic_shape=True)  # dynamic H, W: symbolic inference gives up
+        with contextlib.chdir(workdir):  # quant_pre_process leaves temp files in the working folder
+            quant_pre_process(str(paths["fp32"]), str(pre), skip_symbolic_shape=True)  # dynamic H, W: symbolic inference gives up
         paths["int8 static"] = workdir / "int8_static.onnx"
         quantize_static(str(pre), str(paths["int8 static"]), _calibration(scale, calibration),
                         quant_format=QuantFormat.QDQ, per_channel=True, weight_type=QuantType.QInt8,
