@@ -135,8 +135,10 @@ def _is_16bit_colour(img: Image.Image) -> bool:
 def _decode_16bit(source, name, rawmode_la: bool) -> np.ndarray:
     import cv2
 
-    raw = source.getvalue() if isinstance(source, io.BytesIO) else None
-    data = np.frombuffer(raw, np.uint8) if raw is not None else np.fromfile(str(source), dtype=np.uint8)
+    if isinstance(source, io.BytesIO):
+        data = np.frombuffer(source.getvalue(), np.uint8)
+    else:
+        data = np.fromfile(str(source), dtype=np.uint8)
     arr = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)  # also ignores orientation: applied by the caller
     if arr is None or arr.dtype != np.uint16 or arr.ndim != 3:
         raise UserError(f"{name}: corrupt 16-bit image (OpenCV could not decode it)")

@@ -38,9 +38,10 @@ def from_float(x, dtype) -> np.ndarray:
     dtype = np.dtype(dtype)
     if not isinstance(x, np.ndarray):  # a torch tensor
         x = x.detach().float().cpu().numpy()
-    x = np.clip(x.astype(np.float32, copy=False), 0.0, 1.0)
+    x = np.clip(x, 0.0, 1.0, dtype=np.float32)  # a new array, so it is scaled and rounded in place
     if dtype == np.uint8:
-        return np.round(x * np.float32(255)).astype(np.uint8)
+        x *= np.float32(255)
+        return np.round(x, out=x).astype(np.uint8)
     if dtype == np.uint16:
         return np.round(x.astype(np.float64) * 65535).astype(np.uint16)
     return x.astype(dtype)

@@ -77,10 +77,9 @@ class Destination:
 
     def write(self, path: str, data: bytes) -> None:
         """Write bytes all or nothing: a hidden temp file beside `path`, then a rename (a move on pyarrow)."""
-        if self.fs is None:
+        if self.fs is None:  # the folder exists: plan() made the root, the actor an output's subfolder
             from progsr.imageio import write_bytes_atomic
 
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
             write_bytes_atomic(path, data)
             return
         import secrets
@@ -157,6 +156,8 @@ class UpscaleActor:
 
     def __call__(self, batch: dict) -> dict:
         """A batch of {path, bytes} rows -> {input, output, error, warnings} rows, one per file."""
+        from progsr.upscale import failure_reason
+
         rows = {"input": [], "output": [], "error": [], "warnings": []}
         for path, data in zip(batch["path"], batch["bytes"]):
             src, dst = self.targets[os.path.abspath(path)]
@@ -165,12 +166,8 @@ class UpscaleActor:
                 with warnings.catch_warnings(record=True) as caught:
                     warnings.simplefilter("always")
                     self._upscale(src, dst, bytes(data))
-            except UserError as err:
-                error = str(err)
-            except OSError as err:
-                error = f"{src}: {err.strerror or err}"
-            except Exception as err:  # noqa: BLE001 - one file's unexpected failure must not stop the batch
-                error = f"{src}: unexpected {type(err).__name__}: {err}"
+            except Exception as err:  # noqa: BLE001 - one file's failure must not stop the batch
+                error = failure_reason(src, err)
             rows["input"].append(src)
             rows["output"].append(dst)
             rows["error"].append(error)

@@ -216,6 +216,16 @@ def plan_outputs(args):
     return jobs, problems
 
 
+def failure_reason(src, err: Exception) -> str:
+    """The one-line reason a file failed, for the console and the summary: a UserError's own message, else
+    'src: cause'."""
+    if isinstance(err, UserError):
+        return str(err)
+    if isinstance(err, OSError):
+        return f"{src}: {err.strerror or err}"
+    return f"{src}: unexpected {type(err).__name__}: {err}"
+
+
 def say(line: str, file=None) -> None:
     """Print one line in a single write (ranks share the terminal: separate writes can interleave), clear of bars."""
     from tqdm import tqdm
@@ -271,14 +281,8 @@ def _process(upscaler, jobs: list, scale, size, args, prefix: str, show_bars: bo
             outcome.done += 1
             cleanup = f", {result.cleanup.describe()}" if result.cleanup is not None else ""
             say(f"{prefix}{job.src} -> {job.dst} ({iw}x{ih} -> {ow}x{oh}, {time.perf_counter() - start:.1f}s{cleanup})")
-        except UserError as err:
-            outcome.failed.append(str(err))
-            say(f"progsr upscale: error: {err}", sys.stderr)
-        except OSError as err:
-            outcome.failed.append(f"{job.src}: {err.strerror or err}")
-            say(f"progsr upscale: error: {outcome.failed[-1]}", sys.stderr)
-        except Exception as err:  # noqa: BLE001 - one file's unexpected failure must not stop the batch
-            outcome.failed.append(f"{job.src}: unexpected {type(err).__name__}: {err}")
+        except Exception as err:  # noqa: BLE001 - one file's failure must not stop the batch
+            outcome.failed.append(failure_reason(job.src, err))
             say(f"progsr upscale: error: {outcome.failed[-1]}", sys.stderr)
         finally:
             if tile_bar is not None:
