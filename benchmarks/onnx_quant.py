@@ -68,7 +68,7 @@ def make_variants(weights: str, scale: int, workdir: Path, calibration: int) -> 
     from progsr.inference import Upscaler
     from progsr.onnx_backend import export_onnx
 
-    model = Upscaler(weights, device="cpu", precision="fp32").model
+    model = Upscaler(weights, device="cpu", precision="fp32", backend="torch").model
     paths = {"fp32": export_onnx(model, workdir / "fp32", scales=[scale])[0],
              "int8 dynamic": export_onnx(model, workdir / "int8", scales=[scale], precision="int8")[0]}
     if calibration > 0:

@@ -50,7 +50,7 @@ class AutoMethod:
         from progsr.inference import Upscaler
 
         self.upscaler = Upscaler("psnr", device=device, precision="fp32", clean="auto", max_pixels=None,
-                                 max_output_pixels=None)
+                                 max_output_pixels=None, backend="torch")
         self.strengths: list[float] = []
 
     def __call__(self, lr, s: int, table=None):

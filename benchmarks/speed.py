@@ -4,8 +4,8 @@
 
 Each row times `Upscaler.upscale_pixels` on a uint8 RGB image (pre-pad, tiling, blending, quantisation;
 no file I/O) after one warm-up run, as the median of up to --repeats runs (fewer when a run is slow, see
---seconds). `--backends torch onnx` adds rows (method `onnx`) where ONNX Runtime runs the same network,
-exported with `progsr export --onnx`, inside the same Upscaler. `tile 0` is the automatic choice (the
+--seconds). `--backends torch onnx` adds rows (method `onnx`) where ONNX Runtime runs the same network (the bundled
+weightless graphs, fed the same weights) inside the same Upscaler. `tile 0` is the automatic choice (the
 whole image when it fits in memory). Peak memory is the
 process's peak resident set (VmHWM, reset before each row through /proc/self/clear_refs) on the CPU and
 torch.cuda.max_memory_allocated on CUDA. The bicubic rows time progsr.resize.imresize (MATLAB bicubic) on
@@ -127,15 +127,6 @@ def model_path(arg: str | None, workdir: Path) -> tuple[str, str]:
                        "(no shipped weights; the same architecture runs at the same speed)")
 
 
-def onnx_graph(weights: str, workdir: Path) -> str:
-    """The weights exported to ONNX graphs in `workdir`; the largest graph's path (Upscaler finds the others)."""
-    from progsr.models.io import load_generator
-    from progsr.onnx_backend import export_onnx
-
-    model, _ = load_generator(weights)
-    return str(export_onnx(model, workdir / "onnx" / "model")[-1])
-
-
 def machine_info() -> dict:
     cpu = platform.processor() or platform.machine()
     try:
@@ -163,7 +154,6 @@ def measure(args) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         path, description = model_path(args.model, Path(tmp))
         print(f"model: {description}", flush=True)
-        onnx_path = onnx_graph(path, Path(tmp)) if "onnx" in args.backends else None
         for device_name in devices:
             device = torch.device(device_name)
             precisions = args.precisions or (["fp32"] if device.type == "cpu" else ["bf16", "fp16"])
@@ -183,15 +173,16 @@ def measure(args) -> dict:
                                      ms=1000 * statistics.median(times), runs=len(times), out_mp=out_mp,
                                      peak_mib=mem.mib, memory=mem.kind))
                     _print_row(rows[-1])
-                    runs = [("progsr", path, p) for p in precisions] if "torch" in args.backends else []
-                    if onnx_path and device.type == "cpu":
-                        runs.append(("onnx", onnx_path, "fp32"))
-                    for method, model_file, precision in runs:
+                    runs = [("progsr", p, "torch") for p in precisions] if "torch" in args.backends else []
+                    if "onnx" in args.backends and device.type == "cpu":
+                        runs.append(("onnx", "fp32", "onnxruntime"))
+                    for method, precision, backend in runs:
                         for tile in args.tiles:
                             if tile and tile >= size + 2 * DEFAULT_PRE_PAD:
                                 continue  # one tile covers the pre-padded image: same as the automatic choice
-                            up = Upscaler(model_file, device=device_name, precision=precision, tile=tile or None,
-                                          max_pixels=None, compile=args.compile and method == "progsr")
+                            up = Upscaler(path, device=device_name, precision=precision, tile=tile or None,
+                                          max_pixels=None, compile=args.compile and method == "progsr",
+                                          backend=backend)
                             counts = []
                             fn = lambda: up.upscale_pixels(img, scale, progress=lambda d, t: counts.append(t))  # noqa: E731
                             with PeakMemory(device) as mem:

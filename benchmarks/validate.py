@@ -29,7 +29,7 @@ def score(path: Path, val: str, scales, pre_pads, lpips: bool = False) -> dict:
 
     _, images = load_validation(val)
     val_set = make_validation_set(images, scales)
-    up = Upscaler(path, device="cpu", precision="fp32", max_pixels=None, max_output_pixels=None)
+    up = Upscaler(path, device="cpu", precision="fp32", max_pixels=None, max_output_pixels=None, backend="torch")
     lpips_model = build_lpips("alex") if lpips else None
     result = {"forward": validate(up.model, val_set, torch.device("cpu"), max(scales), 1.0, lpips_model)}
     for pad in pre_pads:

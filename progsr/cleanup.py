@@ -67,14 +67,12 @@ def noise_sigma(pixels: np.ndarray, block: int = 8, percentile: float = 10.0, mi
     percentile reads about 0.85 of sigma on pure noise (tile means scatter by about 12 % at 8x8), which
     the last factor corrects.
     """
-    from scipy.ndimage import convolve
-
     img = pixels.astype(np.float64)
     planes = [img] if img.ndim == 2 else [img[:, :, c] for c in range(min(3, img.shape[2]))]
     mask = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], dtype=np.float64)
     sigmas = []
     for plane in planes:
-        response = np.abs(convolve(plane, mask, mode="reflect"))
+        response = np.abs(_filter3x3(plane, mask))
         rows, cols = plane.shape[0] // block, plane.shape[1] // block
         tiles = lambda x: x[: rows * block, : cols * block].reshape(rows, block, cols, block).mean(axis=(1, 3))  # noqa: E731
         level, energy = tiles(plane), tiles(response)
@@ -83,6 +81,30 @@ def noise_sigma(pixels: np.ndarray, block: int = 8, percentile: float = 10.0, mi
             return None
         sigmas.append(np.sqrt(np.pi / 2) / 6 * np.percentile(usable, percentile) / 0.85)
     return float(np.mean(sigmas))
+
+
+def blockiness(img: np.ndarray) -> float:
+    """8x8 JPEG block energy: the mean absolute step across block boundaries over the mean step inside blocks.
+
+    On the Y channel (raw levels for grey). About 1 for an image without a block grid; JPEG at low quality
+    raises it. Steps are measured between horizontal and vertical neighbours, boundaries at multiples of 8.
+    """
+    from progsr.color import rgb_to_y
+
+    y = rgb_to_y(img.astype(np.float64) / 255) if img.ndim == 3 else img.astype(np.float64) / 255
+    ratios = []
+    for steps in (np.abs(np.diff(y, axis=1)), np.abs(np.diff(y, axis=0)).T):
+        position = np.arange(steps.shape[1]) % 8
+        boundary, inside = steps[:, position == 7].mean(), steps[:, (position != 7)].mean()
+        ratios.append(boundary / max(inside, 1e-6))
+    return float(np.mean(ratios))
+
+
+def _filter3x3(plane: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """A symmetric 3x3 mask over a plane, borders mirrored as scipy.ndimage's mode="reflect" does (d c b a | a b)."""
+    padded = np.pad(plane, 1, mode="symmetric")
+    h, w = plane.shape
+    return sum(mask[i, j] * padded[i: i + h, j: j + w] for i in range(3) for j in range(3))
 
 
 def _ramp(value: float, ramp: tuple[float, float]) -> float:
@@ -110,8 +132,6 @@ class CleanupEstimate:
 def estimate(pixels: np.ndarray, quantization=None) -> CleanupEstimate:
     """The clean-up strength for an image: pixels as read (uint8/uint16, any layout), and the luminance
     quantisation table when the file was a JPEG."""
-    from progsr.degradations import blockiness
-
     colour = pixels if pixels.ndim == 2 else pixels[:, :, : 3 if pixels.shape[2] >= 3 else 1]
     if colour.ndim == 3 and colour.shape[2] == 1:
         colour = colour[:, :, 0]

@@ -7,7 +7,8 @@ kornia's rgb_to_ycbcr is the full-range JPEG variant; the SR protocol needs stud
 from __future__ import annotations
 
 import numpy as np
-import torch
+
+from progsr.pixels import is_tensor
 
 _Y_WEIGHTS = (65.481, 128.553, 24.966)  # per unit of R, G, B in [0, 1]; Y on the 0-255 scale
 
@@ -17,7 +18,9 @@ def rgb_to_y(img):
 
     numpy: (..., 3) -> (...); torch: (N, 3, H, W) -> (N, 1, H, W).
     """
-    if isinstance(img, torch.Tensor):
+    if is_tensor(img):
+        import torch
+
         w = torch.tensor(_Y_WEIGHTS, dtype=img.dtype, device=img.device).view(1, 3, 1, 1)
         return (16.0 + (img * w).sum(dim=1, keepdim=True)) / 255.0
     img = np.asarray(img, dtype=np.float64)

@@ -262,23 +262,6 @@ def degrade_batch(hr: torch.Tensor, scale: int, cfg: DegradationConfig, seed: in
     return torch.stack([degrade(x, scale, cfg, seed, int(i)) for x, i in zip(hr, indices)])
 
 
-def blockiness(img: np.ndarray) -> float:
-    """8x8 JPEG block energy: the mean absolute step across block boundaries over the mean step inside blocks.
-
-    On the Y channel (raw levels for grey). About 1 for an image without a block grid; JPEG at low quality
-    raises it. Steps are measured between horizontal and vertical neighbours, boundaries at multiples of 8.
-    """
-    from progsr.color import rgb_to_y
-
-    y = rgb_to_y(img.astype(np.float64) / 255) if img.ndim == 3 else img.astype(np.float64) / 255
-    ratios = []
-    for steps in (np.abs(np.diff(y, axis=1)), np.abs(np.diff(y, axis=0)).T):
-        position = np.arange(steps.shape[1]) % 8
-        boundary, inside = steps[:, position == 7].mean(), steps[:, (position != 7)].mean()
-        ratios.append(boundary / max(inside, 1e-6))
-    return float(np.mean(ratios))
-
-
 # ------------------------------------------------------------------------------------------ benchmark levels
 
 

@@ -69,15 +69,23 @@ def export_grown(weights, out, blocks, overwrite: bool = False) -> Path:
 
 
 def export_onnx_graphs(weights: str, stem, scales=None, realism: float | None = None, overwrite: bool = False,
-                       precision: str = "fp32"):
+                       precision: str = "fp32", weightless: bool = False):
     """ONNX graphs of `weights` ("psnr", "gan" or a .safetensors), or of the shipped psnr/gan blend at `realism`."""
     from progsr.onnx_backend import export_onnx
 
     if realism is not None:
-        from progsr.inference import Upscaler
+        import torch
 
-        up = Upscaler(weights, device="cpu", realism=realism)  # a PATH with realism is Upscaler's one-line error
-        model, meta = up.model, {"realism": f"{realism:g}", "source": "shipped psnr + gan blend"}
+        from progsr.models.generator import ProgressiveGenerator
+        from progsr.models.io import ShippedBlend, check_realism, load_generator, shipped_model_path
+
+        check_realism(weights)  # a PATH with realism is a one-line error
+        if not 0.0 <= realism <= 1.0:
+            raise UserError(f"--realism {realism}: must be between 0 and 1")
+        model = ProgressiveGenerator(load_generator(shipped_model_path("psnr"))[0].config).eval()
+        state = ShippedBlend(model.config).state(0.0, round(realism, 4))
+        model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
+        meta = {"realism": f"{realism:g}", "source": "shipped psnr + gan blend"}
     elif weights in ("psnr", "gan") or str(weights).endswith(".safetensors"):
         from progsr.models.io import load_generator, shipped_model_path
 
@@ -87,7 +95,8 @@ def export_onnx_graphs(weights: str, stem, scales=None, realism: float | None = 
     else:
         raise UserError(f"{weights}: --onnx exports psnr, gan or a .safetensors generator (export a checkpoint "
                         f"to .safetensors first)")
-    return export_onnx(model, stem, scales, metadata=meta, overwrite=overwrite, precision=precision)
+    return export_onnx(model, stem, scales, metadata=meta, overwrite=overwrite, precision=precision,
+                       weightless=weightless)
 
 
 def main(argv=None) -> int:
@@ -108,23 +117,29 @@ def main(argv=None) -> int:
                    help="with --onnx: fp32 (default), int8 (dynamic quantisation: 0.28x the file, slower on the "
                         "CPU) or fp16 (0.5x); both held the validation Y-PSNR within 0.05 dB of fp32 at x4 "
                         "(benchmarks/README.md)")
+    p.add_argument("--weightless", action="store_true",
+                   help="with --onnx: graphs without their weights, fed from a weights file at run time (how the "
+                        "bundled weights/progsr_x8_graph_x*.onnx are made: progsr export psnr weights/progsr_x8_graph "
+                        "--onnx --weightless --overwrite)")
     p.add_argument("--grow", type=int, nargs="+", default=None, metavar="BLOCKS",
                    help="CKPT is a .safetensors generator: write it with these residual blocks per stage, the "
                         "added ones identities (same output)")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
     if args.grow is not None:
-        if args.onnx or args.raw or args.scales or args.realism is not None or args.onnx_precision != "fp32":
+        if (args.onnx or args.raw or args.scales or args.realism is not None or args.onnx_precision != "fp32"
+                or args.weightless):
             raise UserError("--grow takes a .safetensors generator and no other option")
         path = export_grown(args.ckpt, args.out, args.grow, args.overwrite)
         print(f"wrote {path} (residual blocks {list(args.grow)})")
         return 0
     if args.onnx:
-        paths = export_onnx_graphs(args.ckpt, args.out, args.scales, args.realism, args.overwrite, args.onnx_precision)
+        paths = export_onnx_graphs(args.ckpt, args.out, args.scales, args.realism, args.overwrite, args.onnx_precision,
+                                   args.weightless)
         print("wrote " + ", ".join(str(path) for path in paths))
         return 0
-    if args.scales or args.realism is not None or args.onnx_precision != "fp32":
-        raise UserError("--scales, --realism and --onnx-precision go with --onnx")
+    if args.scales or args.realism is not None or args.onnx_precision != "fp32" or args.weightless:
+        raise UserError("--scales, --realism, --onnx-precision and --weightless go with --onnx")
     meta = export(Path(args.ckpt), args.out, use_ema=not args.raw, overwrite=args.overwrite)
     val = meta["validation"]
     summary = ", ".join(f"{k.split('/')[-1]} {v:.2f} dB" for k, v in val.items() if k.startswith("val/psnr"))

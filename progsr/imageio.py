@@ -5,8 +5,8 @@ colour+alpha HxWx4; 8-bit files give uint8 and 16-bit PNG/TIFF give uint16 (neve
 8 bits). Palette images become RGB or RGBA. EXIF orientation is applied to the pixels, and the ICC
 profile and EXIF block travel alongside (orientation reset to 1) so that writers can carry them over.
 
-Pillow reads 16-bit colour PNG/TIFF as 8-bit, so those are decoded with OpenCV instead; Pillow
-cannot write them either, so 16-bit colour PNG is encoded by OpenCV (with the ICC/EXIF chunks added
+Pillow reads 16-bit colour PNG/TIFF as 8-bit, so those are decoded by pypng and tifffile instead; Pillow
+cannot write them either, so 16-bit colour PNG is encoded by pypng (with the ICC/EXIF chunks added
 here) and 16-bit colour TIFF by tifffile. Writes are atomic: a temp file beside the target, then
 os.replace, so a failed or interrupted write never leaves a partial output file.
 """
@@ -132,20 +132,24 @@ def _is_16bit_colour(img: Image.Image) -> bool:
     return False
 
 
-def _decode_16bit(source, name, rawmode_la: bool) -> np.ndarray:
-    import cv2
+def _decode_16bit(source, name, fmt: str) -> np.ndarray:
+    """A 16-bit colour PNG (pypng) or TIFF (tifffile) as H x W x C uint16; orientation is the caller's."""
+    data = source.getvalue() if isinstance(source, io.BytesIO) else Path(source).read_bytes()
+    try:
+        if fmt == "PNG":
+            import png
 
-    if isinstance(source, io.BytesIO):
-        data = np.frombuffer(source.getvalue(), np.uint8)
-    else:
-        data = np.fromfile(str(source), dtype=np.uint8)
-    arr = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)  # also ignores orientation: applied by the caller
-    if arr is None or arr.dtype != np.uint16 or arr.ndim != 3:
-        raise UserError(f"{name}: corrupt 16-bit image (OpenCV could not decode it)")
-    if arr.shape[2] == 4:
-        arr = arr[:, :, [2, 1, 0, 3]]
-        return np.ascontiguousarray(arr[:, :, [0, 3]] if rawmode_la else arr)
-    return np.ascontiguousarray(arr[:, :, ::-1])
+            width, height, flat, info = png.Reader(bytes=data).read_flat()
+            arr = np.asarray(flat, dtype=np.uint16).reshape(height, width, info["planes"])
+        else:
+            import tifffile
+
+            arr = tifffile.imread(io.BytesIO(data))
+    except Exception:  # noqa: BLE001 - both readers raise their own error types
+        arr = None
+    if arr is None or arr.dtype != np.uint16 or arr.ndim != 3 or arr.shape[2] not in (2, 3, 4):
+        raise UserError(f"{name}: corrupt 16-bit image (could not decode it)")
+    return np.ascontiguousarray(arr)
 
 
 def read_image(path, max_pixels: int | None = None) -> ImageData:
@@ -169,10 +173,9 @@ def _decode(source, name, max_pixels: int | None) -> ImageData:
     """Decode a path or a BytesIO (read_image, decode_image)."""
     with _open_lazy(source, name, max_pixels) as img:  # closed when done: GIF and TIFF readers keep the file open
         sixteen = _is_16bit_colour(img)
-        la = img.mode == "LA"
         img = _load(img, name)
         orientation, icc, exif = _pil_metadata(img)
-        pixels = _decode_16bit(source, name, la) if sixteen else _pil_pixels(img)
+        pixels = _decode_16bit(source, name, img.format) if sixteen else _pil_pixels(img)
         return ImageData(apply_orientation(pixels, orientation), icc, exif, img.format, _luma_table(img))
 
 
@@ -279,17 +282,17 @@ def _encode(pixels: np.ndarray, fmt: str, icc: bytes | None, exif: bytes | None,
         warnings.warn(f"{name}: {fmt} stores 8 bits per channel; 16-bit output reduced to 8 bits", stacklevel=3)
         pixels = to_8bit(pixels)
     if pixels.dtype == np.uint16 and pixels.ndim == 3:  # 16-bit colour: beyond Pillow
-        if pixels.shape[2] == 2:  # 16-bit grey+alpha: OpenCV/tifffile want 1, 3 or 4 channels
+        if pixels.shape[2] == 2:  # 16-bit grey+alpha: tifffile wants 1, 3 or 4 channels
             grey, alpha = pixels[:, :, :1], pixels[:, :, 1:]
             pixels = np.concatenate([grey, grey, grey, alpha], axis=2)
         if fmt == "PNG":
-            import cv2
+            import png
 
-            bgr = pixels[:, :, [2, 1, 0, 3]] if pixels.shape[2] == 4 else pixels[:, :, ::-1]
-            ok, buf = cv2.imencode(".png", np.ascontiguousarray(bgr))
-            if not ok:
-                raise UserError(f"{name}: OpenCV could not encode a 16-bit PNG")
-            out.write(_png_with_metadata(buf.tobytes(), icc, exif))
+            height, width, planes = pixels.shape
+            buf = io.BytesIO()
+            png.Writer(width, height, greyscale=False, alpha=planes == 4, bitdepth=16).write_array(
+                buf, np.ascontiguousarray(pixels).reshape(-1))
+            out.write(_png_with_metadata(buf.getvalue(), icc, exif))
             return
         import tifffile
 

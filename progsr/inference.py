@@ -21,14 +21,16 @@ Order of work for one image (Real-ESRGAN's recipe, with blended tiles instead of
 A CUDA out-of-memory error halves the tile batch, then the tile size, and tries again.
 upscale_stages makes every stage's image (x2, x4, ...) in that same single pass: a whole image streams
 them as the network computes them, tiles are blended per stage (windows scaled by the stage's factor).
-The tile geometry, windows, memory plan and strip blender are in progsr/tiling.py (numpy), the network's
-torch side in progsr/torch_backend.py, steps 1 and 4-5 in progsr/planes.py; this module drives them.
+The tile geometry, windows, memory plan and strip blender are in progsr/tiling.py (numpy), steps 1 and 4-5
+in progsr/planes.py, and the network is a backend behind one small interface: ONNX Runtime on the CPU
+(progsr/ort_backend.py, no torch needed) or torch on any device (progsr/torch_backend.py). This module
+drives them and imports torch only when the torch backend is chosen.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
+import importlib.util
 import os
 import threading
 import warnings
@@ -36,18 +38,18 @@ from pathlib import Path
 from typing import Iterator, NamedTuple
 
 import numpy as np
-import torch
 
-from progsr.devices import resolve_device, resolve_precision
 from progsr.errors import UserError
 from progsr.limits import DEFAULT_MAX_PIXELS, default_max_output_pixels
 from progsr.imageio import ImageData, check_pixels, from_pil, read_image, to_pil, write_image
 from progsr.planes import alpha_pixels, colour_pixels, finish_planes, num_channels, output_bytes, split_planes
 from progsr.tiling import MIN_TILE, Progress, choose_tiling, host_memory_available, run_tiles
-from progsr.torch_backend import (activation_bytes_per_pixel, device_free_memory, is_oom, receptive_radius,
-                                  tile_forward)
 
 DEFAULT_PRE_PAD = 0  # LR pixels of reflection around the image (see step 2 above)
+BACKENDS = ("auto", "onnxruntime", "torch")
+# On the CPU, `auto` runs this backend when both are installed (measured: benchmarks/README.md, "CPU backends").
+DEFAULT_CPU_BACKEND = "onnxruntime"
+TORCH_HINT = "pip install 'progsr[torch]'"
 
 
 class FileResult(NamedTuple):
@@ -81,8 +83,9 @@ class Upscaler:
                  tile_overlap: int | None = None, tile_batch: int | None = None,
                  realism: float | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS,
                  pre_pad: int = DEFAULT_PRE_PAD, compile: bool = False,
-                 max_output_pixels: int | None = -1, clean: float | str | None = None):
-        from progsr.models.io import REALISM_MODELS, ShippedBlend, check_realism, load_generator, shipped_model_path
+                 max_output_pixels: int | None = -1, clean: float | str | None = None,
+                 backend: str = "auto", threads: int | None = None):
+        from progsr.models.io import REALISM_MODELS, ShippedBlend, check_realism, read_weights, shipped_model_path
 
         if tile_overlap is not None and tile_overlap < 0:
             raise UserError(f"--tile-overlap {tile_overlap}: must be >= 0")
@@ -96,46 +99,41 @@ class Upscaler:
             max_output_pixels = default_max_output_pixels()
         if max_output_pixels is not None and max_output_pixels < 1:
             raise UserError(f"--max-output-pixels {max_output_pixels}: must be >= 1")
+        if backend not in BACKENDS:
+            raise UserError(f"--backend {backend}: choose one of {', '.join(BACKENDS)}")
         self.max_output_pixels = max_output_pixels
-        onnx = str(model).endswith(".onnx")
-        self.device = resolve_device("cpu" if onnx and device == "auto" else device)
-        self.dtype = resolve_precision(precision, self.device)
         self.tile, self.tile_overlap, self.tile_batch = tile, tile_overlap, tile_batch
         self.max_pixels, self.pre_pad = max_pixels, pre_pad
         self._lock = threading.RLock()
-        self._bytes_per_pixel: dict[int, float] = {}
         self._tile_cap: int | None = None  # lowered after an out-of-memory retry
 
         if realism is not None or clean is not None:
             check_realism(model)  # the controls blend the shipped models; a PATH runs as it is
         self._blend, self._blend_key, self.realism, self.clean = None, None, None, None
-        if model in REALISM_MODELS:  # the shipped weights, blended by (clean, realism)
-            self.model_name = str(model)
-            start = float(realism) if realism is not None else float(model == "gan")
-            self.model, self.metadata = load_generator(shipped_model_path("gan" if start == 1.0 else "psnr"), "cpu")
-            self._blend = ShippedBlend(self.model.config)
-            self.realism = start
-            self.set_clean("auto" if clean is None else clean)
-            self.set_realism(start)
-        elif onnx:  # ONNX Runtime runs the network; everything around it is unchanged
-            from progsr.onnx_backend import OnnxGenerator
+        self.model_name = str(model)
+        if str(model).endswith(".onnx"):  # an exported graph with its weights inside
+            if backend == "torch" or str(device) not in ("auto", "cpu") or precision not in ("auto", "fp32") or compile:
+                raise UserError(f"{model}: ONNX graphs run on the CPU in fp32 with ONNX Runtime (no --device cuda, "
+                                f"--precision, --compile or --backend torch)")
+            from progsr.ort_backend import OrtNetwork
 
-            if self.device.type != "cpu" or self.dtype != torch.float32 or compile:
-                raise UserError(f"{model}: ONNX models run on the CPU in fp32 here (no --device cuda, "
-                                f"--precision or --compile)")
-            self.model_name = str(model)
-            self.model = OnnxGenerator(model)
-            self.metadata = self.model.metadata
+            self.network = OrtNetwork.from_export(model, threads)
+            self.metadata = self.network.metadata
         else:
-            self.model_name = str(model)
-            self.model, self.metadata = load_generator(Path(model), "cpu")
-        self.max_scale = self.model.config.max_scale
-        self.scales = self.model.config.scales
-        self.model.requires_grad_(False)
-        # the torch network, or the architecture's torch twin of an ONNX graph: for the receptive-field and memory probes
-        self._probe_model = getattr(self.model, "twin", self.model)
-        self.receptive_radius = receptive_radius(self._probe_model, self.max_scale)
-        self.model = self.model.to(self.device, memory_format=torch.channels_last).eval()
+            if model in REALISM_MODELS:  # the shipped weights, blended by (clean, realism)
+                start = float(realism) if realism is not None else float(model == "gan")
+                config, state, self.metadata = read_weights(shipped_model_path("gan" if start == 1.0 else "psnr"))
+                self._blend = ShippedBlend(config)
+                self.realism = start
+            else:
+                config, state, self.metadata = read_weights(Path(model))
+            self.network = _open_network(config, state, model, device, precision, compile, backend, threads)
+            if self._blend is not None:
+                self.set_clean("auto" if clean is None else clean)
+                self.set_realism(self.realism)
+        self.max_scale = self.network.config.max_scale
+        self.scales = self.network.config.scales
+        self.receptive_radius = self.network.receptive_radius(self.max_scale)
         # Twice the radius: the blend window's zero margin (overlap / 4) then holds over 99.9% of each output
         # pixel's input gradient (measured for the shipped model: all within 8 of its 20 px), and tiles matched
         # the whole image within 1/255 on 2e-6 of the pixels; four times the radius costs ~2x the compute.
@@ -148,7 +146,20 @@ class Upscaler:
         if tile is not None and tile < 2 * self.tile_overlap:
             raise UserError(f"--tile {tile}: tiles must be at least twice the overlap ({self.tile_overlap} px, "
                             f"--tile-overlap); use --tile {2 * self.tile_overlap} or more, or a smaller --tile-overlap")
-        self._forward = torch.compile(self.model) if compile else self.model
+
+    @property
+    def backend(self) -> str:
+        """The network backend that runs: "onnxruntime" or "torch"."""
+        return self.network.name
+
+    @property
+    def model(self):
+        """The torch generator (torch backend), else None."""
+        return getattr(self.network, "model", None)
+
+    def describe(self) -> str:
+        """Where and how the network runs, e.g. 'cpu, fp32, onnxruntime' or 'cuda:0, bf16, torch'."""
+        return self.network.describe()
 
     # ------------------------------------------------------------------------------------------ the controls
 
@@ -216,7 +227,7 @@ class Upscaler:
                 setting = " with ".join(f"{option} {value:g}" for option, value in asked.items() if value)
                 raise UserError(f"{setting} needs the shipped {missing[0]} model, which is not installed "
                                 "(see the model card)")
-            self.model.load_state_dict(self._blend.state(*key))  # copies into the parameters on their device
+            self.network.load_state(self._blend.state(*key))
             self._blend_key = key
 
     # ------------------------------------------------------------------------------------------ planning
@@ -390,25 +401,23 @@ class Upscaler:
         tile, _ = self._choose_tiling(padded.shape[-2], padded.shape[-1], scale)
         done = 0  # images already yielded: after an out-of-memory error the tiled retry does not yield them again
         if stages and tile >= max(padded.shape[-2:]):
-            lr = torch.from_numpy(padded).to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-            images = self.model.iter_stages(lr, scale)  # not compiled: it pauses between stages
             _, _, h, w = x.shape
+            images = self.network.iter_stages(padded, scale)
             try:
                 for s in (s for s in self.scales if s <= scale):
-                    with self._inference():  # entered per stage: inference_mode and autocast are thread-local
-                        result = next(images)
+                    result = next(images)
                     if progress is not None and s == scale:
                         progress(1, 1)
                     done += 1
-                    yield result.float().cpu().numpy()[:, :, ph * s: (ph + h) * s, pw * s: (pw + w) * s]
+                    yield result[:, :, ph * s: (ph + h) * s, pw * s: (pw + w) * s]
                 return
             except Exception as err:  # noqa: BLE001 - only out-of-memory errors are retried, with tiles
-                if not is_oom(err):
+                if not self.network.is_oom(err):
                     raise
-                if self.device.type == "cuda":
-                    torch.cuda.empty_cache()
+                self.network.release()
                 self._tile_cap = max(MIN_TILE, 2 * self.tile_overlap, tile // 2)
-                warnings.warn(f"out of memory on {self.device}; retrying with {self._tile_cap}px tiles", stacklevel=2)
+                warnings.warn(f"out of memory ({self.describe()}); retrying with {self._tile_cap}px tiles",
+                              stacklevel=2)
         blocks: list[list[np.ndarray]] = []
         for top, _, rows in self._stream(x, scale, progress, stages):
             if top == 0:  # the first strip, or the first again after an out-of-memory retry
@@ -439,7 +448,9 @@ class Upscaler:
         tile, batch = self._choose_tiling(padded.shape[-2], padded.shape[-1], scale)
         while True:
             try:
-                forward = tile_forward(self._forward, self._inference, self.device, scale, scales)
+                def forward(tiles: np.ndarray) -> list[np.ndarray]:
+                    return self.network.forward(tiles, scale, scales)
+
                 for top, bottom, rows in run_tiles(forward, padded, scale, tile, batch, self.tile_overlap,
                                                    progress, scales):
                     a, b = max(top, ph), min(bottom, ph + h)
@@ -448,10 +459,9 @@ class Upscaler:
                                                for r, s in zip(rows, scales)]
                 return
             except Exception as err:  # noqa: BLE001 - only out-of-memory errors are retried
-                if not is_oom(err):
+                if not self.network.is_oom(err):
                     raise
-                if self.device.type == "cuda":
-                    torch.cuda.empty_cache()
+                self.network.release()
                 tile = min(tile, max(padded.shape[-2], padded.shape[-1]))
                 if batch > 1:
                     batch //= 2
@@ -459,24 +469,16 @@ class Upscaler:
                     tile //= 2
                     self._tile_cap = tile
                 else:
-                    hint = "try --device cpu" if self.device.type == "cuda" else "try a smaller image or --outscale"
-                    raise UserError(f"out of memory on {self.device} even with {tile}px tiles; {hint}") from None
-                warnings.warn(f"out of memory on {self.device}; retrying with {tile}px tiles, batch {batch}",
+                    gpu = getattr(getattr(self.network, "device", None), "type", "cpu") != "cpu"
+                    hint = "try --device cpu" if gpu else "try a smaller image or --outscale"
+                    raise UserError(f"out of memory ({self.describe()}) even with {tile}px tiles; {hint}") from None
+                warnings.warn(f"out of memory ({self.describe()}); retrying with {tile}px tiles, batch {batch}",
                               stacklevel=2)
 
     def _choose_tiling(self, h: int, w: int, scale: int) -> tuple[int, int]:
         """(tile, batch) for a padded h x w input: the user's or one sized to free memory (tiling.choose_tiling)."""
-        if scale not in self._bytes_per_pixel:
-            self._bytes_per_pixel[scale] = activation_bytes_per_pixel(self._probe_model, scale, self.device,
-                                                                      self._inference)
-        return choose_tiling(h, w, scale, self._bytes_per_pixel[scale], device_free_memory(self.device), self.tile,
+        return choose_tiling(h, w, scale, self.network.bytes_per_pixel(scale), self.network.free_memory(), self.tile,
                              self.tile_batch, max(MIN_TILE, 2 * self.tile_overlap), self._tile_cap)
-    @contextlib.contextmanager
-    def _inference(self):
-        """inference_mode plus autocast to the chosen precision (a no-op for fp32)."""
-        with torch.inference_mode(), torch.autocast(self.device.type, dtype=self.dtype,
-                                                    enabled=self.dtype != torch.float32):
-            yield
 
     # ------------------------------------------------------------------------------------------ kinds
 
@@ -497,3 +499,50 @@ class Upscaler:
     def _as_kind(kind: str, data: ImageData):
         """A result as the kind its input was: numpy for numpy, else PIL."""
         return data.pixels if kind == "numpy" else to_pil(data)
+
+
+def _torch_installed() -> bool:
+    """Whether torch can be imported (without importing it)."""
+    try:
+        return importlib.util.find_spec("torch") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _open_network(config, state: dict, model, device, precision: str, compile: bool, backend: str,
+                  threads: int | None):
+    """The network backend for these weights: ONNX Runtime on the CPU by default where it has the bundled graph
+    (DEFAULT_CPU_BACKEND), torch for an accelerator, --compile, a precision other than fp32 or another architecture."""
+    from progsr.ort_backend import bundled_graphs
+
+    on_cpu = str(device) in ("auto", "cpu")
+    wants_torch = backend == "torch" or not on_cpu or compile or precision not in ("auto", "fp32")
+    if backend == "onnxruntime" and wants_torch:
+        raise UserError("--backend onnxruntime runs on the CPU in fp32 (no --device cuda, --precision or --compile)")
+    if not wants_torch and backend == "auto" and _torch_installed() and str(device) == "auto":
+        import torch  # a GPU, where there is one, is the torch backend's
+
+        wants_torch = torch.cuda.is_available()
+    graphs = None if wants_torch else bundled_graphs(config)
+    if graphs is not None and (backend == "onnxruntime" or DEFAULT_CPU_BACKEND == "onnxruntime"
+                               or not _torch_installed()):
+        from progsr.ort_backend import OrtNetwork
+
+        return OrtNetwork(graphs, config, state, threads, dict(source=str(model)))
+    if backend == "onnxruntime":
+        raise UserError(f"{model}: no bundled ONNX graph for this architecture (--backend torch runs it)")
+    if not _torch_installed():
+        need = f"--device {device}" if not on_cpu else f"{model}" if graphs is None else "this option"
+        raise UserError(f"{need} needs the torch backend, and torch is not installed: {TORCH_HINT}")
+    import torch
+
+    from progsr.models.generator import ProgressiveGenerator
+    from progsr.models.io import check_state
+    from progsr.torch_backend import TorchNetwork
+
+    if threads:
+        torch.set_num_threads(threads)
+    generator = ProgressiveGenerator(config)
+    check_state(model, {k: tuple(v.shape) for k, v in generator.state_dict().items()}, state)
+    generator.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
+    return TorchNetwork(generator.eval(), device, precision, compile)

@@ -18,6 +18,11 @@ if TYPE_CHECKING:
 _LEVELS = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
 
 
+def is_tensor(x) -> bool:
+    """Whether x is a torch tensor, decided without importing torch (an install may not have it)."""
+    return type(x).__module__.split(".")[0] == "torch"
+
+
 def to_float(pixels: np.ndarray) -> np.ndarray:
     """uint8 / uint16 / float numpy pixels as float32 in [0, 1] (float input is clipped, never rescaled)."""
     top = _LEVELS.get(pixels.dtype)

@@ -17,9 +17,14 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+from progsr.pixels import is_tensor
+
+if TYPE_CHECKING:
+    import torch
 
 PADDINGS = ("symmetric", "replicate")
 
@@ -130,6 +135,8 @@ def _imresize_numpy(img: np.ndarray, scale, size, padding: str, round_intermedia
 @functools.lru_cache(maxsize=64)
 def _weight_matrix(in_len: int, out_len: int, scale: float, padding: str, device: torch.device, dtype: torch.dtype):
     """The 1-D resampling as a dense (out_len, in_len) matrix on the given device, for matmul."""
+    import torch
+
     weights, indices = contributions(in_len, out_len, scale, padding)
     dense = np.zeros((out_len, in_len), dtype=np.float64)
     rows = np.broadcast_to(np.arange(out_len)[:, None], indices.shape)
@@ -138,6 +145,8 @@ def _weight_matrix(in_len: int, out_len: int, scale: float, padding: str, device
 
 
 def _imresize_torch(img: torch.Tensor, scale, size, padding: str) -> torch.Tensor:
+    import torch
+
     if not img.is_floating_point():
         raise TypeError(f"torch input must be a float tensor, got {img.dtype}")
     if img.dim() < 2:
@@ -162,7 +171,7 @@ def imresize(img, scale=None, size=None, padding: str = "symmetric", round_inter
     """
     if padding not in PADDINGS:
         raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
-    if isinstance(img, torch.Tensor):
+    if is_tensor(img):
         if round_intermediate:
             raise ValueError("round_intermediate applies to integer numpy images only")
         return _imresize_torch(img, scale, size, padding)

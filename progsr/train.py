@@ -109,7 +109,7 @@ def resolve_run(args) -> tuple[TrainConfig, dict | None]:
             print("progsr train: --init: every stage trains from the first iteration (the progressive curriculum "
                   "is for generators grown from scratch; no fade is replayed on trained weights)", file=sys.stderr)
     if cfg.init and resume is None:  # the init weights decide the architecture
-        from progsr.models.generator import GeneratorConfig
+        from progsr.models.config import GeneratorConfig
 
         init_cfg, _ = read_init_weights(cfg.init)
         if not any(item.strip().startswith("generator") for item in args.set):

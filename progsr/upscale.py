@@ -76,7 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"refuse outputs with more pixels than this (default: from this machine's RAM, here "
                         f"{default_max_output_pixels() // 10**6} MP; 0: no limit, though an output that cannot fit "
                         f"in free memory is still refused)")
-    p.add_argument("--compile", action="store_true", help="run the model through torch.compile")
+    p.add_argument("--compile", action="store_true", help="run the model through torch.compile (torch backend)")
+    p.add_argument("--backend", default="auto", choices=["auto", "onnxruntime", "torch"],
+                   help="what runs the network: auto (default) is ONNX Runtime on the CPU and torch on a GPU "
+                        "(and for --compile or fp16/bf16); torch needs pip install 'progsr[torch]'")
     ray = p.add_argument_group("cluster (the ray extra: pip install 'progsr[ray]')")
     ray.add_argument("--engine", default="local", choices=["local", "ray"],
                      help="local (default): this process (or torchrun's ranks); ray: Ray Data actors, each loading "
@@ -148,12 +151,20 @@ def upscaler_options(args) -> dict:
     max_output = None if args.max_output_pixels == 0 else (args.max_output_pixels or -1)
     return dict(model=args.model or "psnr", precision=args.precision, tile=args.tile, tile_overlap=args.tile_overlap,
                 realism=args.realism, clean=args.clean, max_pixels=args.max_pixels or None, compile=args.compile,
-                max_output_pixels=max_output)
+                max_output_pixels=max_output, backend=args.backend)
+
+
+def _device(name: str, local_rank: int):
+    """--device as given; under torchrun (local rank > 0) resolved to this rank's GPU, which needs torch."""
+    if local_rank == 0:
+        return name
+    from progsr.devices import resolve_device
+
+    return resolve_device(name, local_rank)
 
 
 def make_upscaler(args, local_rank: int):
     """Check the options that need no files and load the model: (upscaler, scale, size). UserError if bad."""
-    from progsr.devices import resolve_device
     from progsr.inference import Upscaler
 
     if args.scale is not None and (args.outscale is not None or args.size is not None):
@@ -173,7 +184,7 @@ def make_upscaler(args, local_rank: int):
     # The model first: a missing weights file or a scale the model lacks stops here, before any folder exists.
     with warnings.catch_warnings(record=True) as caught:  # e.g. a --tile-overlap too small for seamless tiles
         warnings.simplefilter("always")
-        upscaler = Upscaler(device=resolve_device(args.device, local_rank), **upscaler_options(args))
+        upscaler = Upscaler(device=_device(args.device, local_rank), **upscaler_options(args))
     for w in caught:
         print(f"progsr upscale: warning: {w.message}", file=sys.stderr)
     if args.outscale is None and size is None and scale not in upscaler.scales:
@@ -325,7 +336,7 @@ def main(argv: list[str]) -> int:
         if rank == 0:
             total = Outcome(sum(o.done for o in outcomes), sum(o.skipped for o in outcomes),
                             list(problems) + [line for o in outcomes for line in o.failed])
-            where = f"{world} ranks" if world > 1 else f"{upscaler.device}, {str(upscaler.dtype).replace('torch.', '')}"
+            where = f"{world} ranks" if world > 1 else upscaler.describe()
             print(f"summary: {total.done} upscaled, {total.skipped} skipped (output exists), "
                   f"{len(total.failed)} failed, in {time.perf_counter() - start:.1f}s ({where})")
             for line in total.failed:

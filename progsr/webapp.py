@@ -24,7 +24,6 @@ from progsr.webapp_jobs import CLEAN_CHOICES, DETAIL_SIZE, FORMATS, TILE_CHOICES
 
 EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
 MODEL_ENV = "PROGSR_APP_MODEL"  # default for --model: "psnr", "gan" or a .safetensors path
-PRECISION_NAMES = {"torch.float32": "fp32", "torch.float16": "fp16", "torch.bfloat16": "bf16"}
 
 
 @dataclasses.dataclass
@@ -71,8 +70,7 @@ class Engine:
         self.upscaler = Upscaler(model=config.model, device=config.device,
                                  precision=config.precision, max_pixels=config.max_pixels,
                                  realism=self.default_realism if self.has_gan else None)
-        self.device = str(self.upscaler.device)
-        self.precision = PRECISION_NAMES.get(str(self.upscaler.dtype), str(self.upscaler.dtype))
+        self.device = self.upscaler.describe()
         self.scales = tuple(self.upscaler.scales)
         self.model_name = config.model
 

@@ -18,7 +18,7 @@ from progsr.inference import Upscaler  # noqa: E402
 from progsr.models import ProgressiveGenerator, save_generator, tiny_config  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::Warning:gradio.queueing")  # gradio's own pandas deprecation noise
-INFO = re.compile(r"^(\d+)x(\d+) → (\d+)x(\d+), [\d.]+ s, cpu \(fp32\)$")
+INFO = re.compile(r"^(\d+)x(\d+) → (\d+)x(\d+), [\d.]+ s, cpu, fp32, (?:torch|onnxruntime)$")
 
 
 def tiny_weights(path: Path, seed: int) -> Path:

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from progsr.degradations import (LEVELS, DegradationConfig, Level, blockiness, blur_kernel, degrade, degrade_batch,
+from progsr.cleanup import blockiness
+from progsr.degradations import (LEVELS, DegradationConfig, Level, blur_kernel, degrade, degrade_batch,
                                  degrade_level, filter_image, gaussian_noise, jpeg, poisson_noise, sinc_kernel)
 from progsr.errors import UserError
 

@@ -229,7 +229,7 @@ def test_upscale_stages_streams_the_whole_image(up, img):
 def test_out_of_memory_retries_with_smaller_tiles(model_path, img):
     up = Upscaler(model_path, device="cpu", tile_overlap=16, tile_batch=4, pre_pad=8)
     expected = up.upscale_pixels(img, 2)
-    real_forward, sizes = up._forward, []
+    real_forward, sizes = up.network._forward, []
 
     def forward(x, scale, **kwargs):  # pretend the device only fits 40x40 pixels of input at once
         sizes.append(tuple(x.shape))
@@ -237,7 +237,7 @@ def test_out_of_memory_retries_with_smaller_tiles(model_path, img):
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return real_forward(x, scale=scale, **kwargs)
 
-    up._forward = forward
+    up.network._forward = forward
     with pytest.warns(UserWarning, match="out of memory"):
         out = up.upscale_pixels(img, 2)
     assert sizes[0][2:] == (64, 72)  # first try: the whole (pre-padded) image

@@ -120,7 +120,7 @@ def test_export_errors_are_one_line(tmp_path):
         export_main(["--onnx", str(weights), str(tmp_path / "u"), "--scales", "16"])
     with pytest.raises(UserError, match="go with --onnx"):
         export_main([str(tmp_path), str(tmp_path / "x.safetensors"), "--realism", "0.5"])
-    with pytest.raises(UserError, match="ONNX models run on the CPU"):
+    with pytest.raises(UserError, match="ONNX graphs run on the CPU"):
         Upscaler(str(tmp_path / "t_x2.onnx"), precision="bf16")
     with pytest.raises(UserError, match="scale must be one of \\[2\\]"):
         Upscaler(str(tmp_path / "t_x2.onnx")).upscale(np.zeros((8, 8, 3), np.uint8), 4)
@@ -128,7 +128,7 @@ def test_export_errors_are_one_line(tmp_path):
     other = save_generator(random_tiny(2), tmp_path / "other.safetensors")
     assert export_main(["--onnx", str(other), str(tmp_path / "t"), "--scales", "4"]) == 0
     up = Upscaler(str(tmp_path / "t_x4.onnx"))
-    assert sorted(up.model.sessions) == [4]
+    assert sorted(up.network.graphs) == [4]
     with pytest.raises(UserError, match="cannot be used with --model PATH"):
         export_main(["--onnx", str(weights), str(tmp_path / "r"), "--realism", "0.5"])
 

@@ -10,7 +10,8 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
 from progsr.errors import UserError
-from progsr.models.generator import ConfigMixin, check_alpha
+from progsr.models.config import ConfigMixin
+from progsr.models.generator import check_alpha
 from progsr.models.layers import DiscriminatorBlock, EqualizedConv2d, EqualizedLinear, MinibatchStdLayer
 
 

@@ -6,23 +6,24 @@ import json
 from collections import OrderedDict
 from pathlib import Path
 
-import torch
-from safetensors import safe_open
-from safetensors.torch import save
+import numpy as np
 
 from progsr.errors import UserError
-from progsr.imageio import write_bytes_atomic
-from progsr.models.generator import GeneratorConfig, ProgressiveGenerator
+from progsr.models.config import GeneratorConfig
 
 FORMAT = "progsr.generator.v1"
 _RESERVED = ("config", "format")
 
 
-def save_generator(model: ProgressiveGenerator, path, metadata: dict | None = None) -> Path:
+def save_generator(model, path, metadata: dict | None = None) -> Path:
     """Write model's weights, config and metadata to a .safetensors file, atomically.
 
     Metadata values that are not strings are stored as JSON text (safetensors headers hold strings only).
     """
+    from safetensors.torch import save
+
+    from progsr.imageio import write_bytes_atomic
+
     path = Path(path)
     header = {"format": FORMAT, "config": model.config.to_json()}
     for key, value in (metadata or {}).items():
@@ -36,13 +37,15 @@ def save_generator(model: ProgressiveGenerator, path, metadata: dict | None = No
     return path
 
 
-def load_generator(path, device="cpu") -> tuple[ProgressiveGenerator, dict]:
-    """Rebuild the generator stored in a progsr .safetensors file; returns (model in eval mode, metadata)."""
+def read_weights(path) -> tuple[GeneratorConfig, dict[str, np.ndarray], dict]:
+    """(config, weights as numpy arrays, metadata) of a progsr .safetensors file, without torch; UserError if not one."""
+    from safetensors import safe_open
+
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no such weights file")
     try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
+        with safe_open(str(path), framework="numpy") as f:
             header = dict(f.metadata() or {})
             tensors = {key: f.get_tensor(key) for key in f.keys()}
     except Exception as err:  # safetensors raises its own error types for bad headers and truncation
@@ -53,18 +56,31 @@ def load_generator(path, device="cpu") -> tuple[ProgressiveGenerator, dict]:
         config = GeneratorConfig.from_json(header["config"])
     except (UserError, TypeError) as err:
         raise UserError(f"{path}: bad generator config in header ({err})") from None
+    return config, tensors, {k: v for k, v in header.items() if k not in _RESERVED}
+
+
+def load_generator(path, device="cpu"):
+    """Rebuild the generator stored in a progsr .safetensors file; returns (ProgressiveGenerator in eval mode, metadata)."""
+    import torch
+
+    from progsr.models.generator import ProgressiveGenerator
+
+    config, tensors, metadata = read_weights(path)
     model = ProgressiveGenerator(config)
-    expected = model.state_dict()
+    check_state(path, {k: tuple(v.shape) for k, v in model.state_dict().items()}, tensors)
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in tensors.items()})
+    return model.to(device).eval(), metadata
+
+
+def check_state(path, expected: dict[str, tuple], tensors: dict[str, np.ndarray]) -> None:
+    """UserError naming what differs when `tensors` do not have the `expected` names and shapes."""
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(tensors) if expected[k].shape != tensors[k].shape)
+    wrong = sorted(k for k in set(expected) & set(tensors) if expected[k] != tuple(tensors[k].shape))
     if missing or unexpected or wrong:
         parts = [f"{name}: {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"
                  for name, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)) if keys]
         raise UserError(f"{path}: weights do not match the config in its header ({'; '.join(parts)})")
-    model.load_state_dict(tensors)
-    metadata = {k: v for k, v in header.items() if k not in _RESERVED}
-    return model.to(device).eval(), metadata
 
 
 def shipped_model_path(name: str) -> Path:
@@ -109,8 +125,8 @@ def blend_weights(clean: float, realism: float) -> dict[str, float]:
 
 
 class ShippedBlend:
-    """State dicts of the shipped weights blended by (clean, realism) (blend_weights), each pair computed once
-    (8 kept, on the CPU). A model with weight 0 is never loaded, so psnr alone needs no other file.
+    """The shipped weights blended by (clean, realism) (blend_weights) as numpy state dicts, each pair computed
+    once (8 kept). A model with weight 0 is never loaded, so psnr alone needs no other file.
 
     Not locked: its caller (Upscaler) holds the Upscaler's lock.
     """
@@ -127,13 +143,10 @@ class ShippedBlend:
             parts = [(self._load(name), w) for name, w in blend_weights(clean, realism).items()]
             if len(parts) == 1:
                 state = parts[0][0]
-            elif len(parts) == 2:  # a lerp along one edge: exact at both ends
-                (a, _), (b, wb) = parts
-                state = {k: torch.lerp(a[k], b[k], wb) if a[k].is_floating_point() else a[k] for k in a}
             else:
                 first = parts[0][0]
-                state = {k: sum(w * p[k] for p, w in parts) if first[k].is_floating_point() else first[k]
-                         for k in first}
+                state = {k: sum(np.float32(w) * p[k] for p, w in parts).astype(first[k].dtype)
+                         if first[k].dtype.kind == "f" else first[k] for k in first}
             self.cache[key] = state
             while len(self.cache) > self.cache_size:
                 self.cache.popitem(last=False)
@@ -141,11 +154,11 @@ class ShippedBlend:
         return self.cache[key]
 
     def _load(self, name: str) -> dict:
-        """The CPU state dict of a shipped model, loaded once; UserError if its architecture differs."""
+        """The weights (numpy) of a shipped model, loaded once; UserError if its architecture differs."""
         if name not in self._shipped:
-            model, _ = load_generator(shipped_model_path(name), "cpu")
-            if model.config != self.config:
+            config, tensors, _ = read_weights(shipped_model_path(name))
+            if config != self.config:
                 raise UserError(f"the shipped {name} model's architecture differs from the psnr model's "
-                                f"({model.config} vs {self.config}); cannot blend them")
-            self._shipped[name] = model.state_dict()
+                                f"({config} vs {self.config}); cannot blend them")
+            self._shipped[name] = tensors
         return self._shipped[name]

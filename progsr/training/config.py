@@ -84,7 +84,7 @@ class TrainConfig:
 
 def _preset_tiny() -> TrainConfig:
     from progsr.models.discriminator import DiscriminatorConfig
-    from progsr.models.generator import GeneratorConfig
+    from progsr.models.config import GeneratorConfig
 
     return TrainConfig(
         generator=GeneratorConfig.tiny().to_dict(), discriminator=DiscriminatorConfig.tiny().to_dict(),
@@ -211,7 +211,7 @@ def apply_overrides(cfg: TrainConfig, items: list[str]) -> TrainConfig:
 def build_model_configs(cfg: TrainConfig):
     """(GeneratorConfig, DiscriminatorConfig) from the config's dicts (UserError if they are wrong)."""
     from progsr.models.discriminator import DiscriminatorConfig
-    from progsr.models.generator import GeneratorConfig
+    from progsr.models.config import GeneratorConfig
 
     return GeneratorConfig.from_dict(cfg.generator), DiscriminatorConfig.from_dict(cfg.discriminator)
 
