@@ -28,16 +28,18 @@ SETTINGS = {
 }
 
 
-def session(ort, graph: Path, weights: dict, threads: int, level="ORT_ENABLE_ALL", arena=True, spinning=True):
+def session(ort, graph: Path, scale: int, weights: dict, threads: int, level="ORT_ENABLE_ALL", arena=True,
+            spinning=True):
     """An InferenceSession of a weightless graph with these settings (progsr.ort_backend's way of feeding weights)."""
-    from progsr.ort_backend import WEIGHT_PREFIX
+    from progsr.ort_backend import WEIGHT_PREFIX, weights_for_scale
 
     options = ort.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
     options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
     options.enable_cpu_mem_arena = arena
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
-    values = {WEIGHT_PREFIX + k: ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(v)) for k, v in weights.items()}
+    values = {WEIGHT_PREFIX + k: ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(v))
+              for k, v in weights_for_scale(weights, scale).items()}
     options.add_external_initializers(list(values), list(values.values()))
     return ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"]), values
 
@@ -58,7 +60,7 @@ def main(argv=None) -> int:
     config, weights, _ = read_weights(shipped_weights("psnr"))
     graphs = bundled_graphs(config)
     x = np.random.default_rng(0).random((1, 3, args.size, args.size), dtype=np.float32)
-    sessions = {(name, s): session(ort, graphs[s], weights, args.threads, **kw)
+    sessions = {(name, s): session(ort, graphs[s], s, weights, args.threads, **kw)
                 for name, kw in SETTINGS.items() for s in (4, 8)}
     times: dict[tuple[str, int], list[float]] = {key: [] for key in sessions}
     load = [os.getloadavg()[0]]

@@ -501,6 +501,13 @@ class Upscaler:
         return data.pixels if kind == "numpy" else to_pil(data)
 
 
+def _nvidia_driver() -> bool:
+    """Whether an NVIDIA driver is present (checked before paying seconds for `import torch` to ask CUDA)."""
+    import shutil
+
+    return os.path.exists("/proc/driver/nvidia/version") or shutil.which("nvidia-smi") is not None
+
+
 def _torch_installed() -> bool:
     """Whether torch can be imported (without importing it)."""
     try:
@@ -519,7 +526,7 @@ def _open_network(config, state: dict, model, device, precision: str, compile: b
     wants_torch = backend == "torch" or not on_cpu or compile or precision not in ("auto", "fp32")
     if backend == "onnxruntime" and wants_torch:
         raise UserError("--backend onnxruntime runs on the CPU in fp32 (no --device cuda, --precision or --compile)")
-    if not wants_torch and backend == "auto" and _torch_installed() and str(device) == "auto":
+    if not wants_torch and backend == "auto" and str(device) == "auto" and _nvidia_driver() and _torch_installed():
         import torch  # a GPU, where there is one, is the torch backend's
 
         wants_torch = torch.cuda.is_available()

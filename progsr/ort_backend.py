@@ -57,6 +57,11 @@ def bundled_graphs(config: GeneratorConfig) -> dict[int, Path] | None:
     return graphs if shipped is not None and GeneratorConfig.from_json(shipped) == config else None
 
 
+def weights_for_scale(weights: dict, scale: int) -> dict:
+    """The part of a generator's state dict that its x`scale` graph holds: the head and the stages up to x`scale`."""
+    return {k: v for k, v in weights.items() if not (k.startswith("stages.") and int(k.split(".")[1]) >= stage_of(scale))}
+
+
 class OrtNetwork:
     """Graphs per scale run by ONNX Runtime on the CPU; `weights` feeds weightless graphs (None: weights inside)."""
 
@@ -180,15 +185,14 @@ class OrtNetwork:
         return self._sessions[graph].run(None, {"lr": np.ascontiguousarray(x, dtype=np.float32)})
 
     def _open(self, path: Path, scale: int | None = None):
-        """An InferenceSession of one graph, with the weights fed in where the graph has none: the x`scale`
-        graph takes the head and the stages up to x`scale` (ONNX Runtime refuses a name the graph lacks)."""
+        """An InferenceSession of one graph, with the weights fed in where the graph has none (only those of its
+        scale: ONNX Runtime refuses a name the graph lacks)."""
         ort = self.ort
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
         if self._values is not None:
-            used = {k: v for k, v in self._values.items()
-                    if not (k.startswith("stages.") and int(k.split(".")[1]) >= stage_of(scale))}
+            used = weights_for_scale(self._values, scale)
             options.add_external_initializers([WEIGHT_PREFIX + k for k in used], list(used.values()))
         try:
             return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

@@ -141,15 +141,10 @@ class UpscaleActor:
     """A Ray Data actor: loads the model once, then decodes, upscales, encodes and writes each file it is given."""
 
     def __init__(self, options: dict, targets: dict, output: str, device: str, settings: dict):
-        import torch
-
-        from progsr.devices import resolve_device
         from progsr.inference import Upscaler
 
-        self.device = resolve_device(device)
-        if self.device.type == "cpu":
-            torch.set_num_threads(1)
-        self.upscaler = Upscaler(device=self.device, **options)
+        # A CPU actor holds one CPU slot: one thread (a GPU actor is given its GPU, and torch runs it).
+        self.upscaler = Upscaler(device=device, threads=1 if device in ("auto", "cpu") else None, **options)
         self.targets = targets  # absolute input path -> (input as given, output path)
         self.dest = Destination.of(output)
         self.settings = settings

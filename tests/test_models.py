@@ -94,8 +94,16 @@ def test_alpha_one_is_the_new_stage_alone(scale):
         feat, img = g.head(lr - 0.5), lr
         for stage in g.stages[: {2: 1, 4: 2, 8: 3}[scale]]:
             feat = stage.upsample(stage.block(feat))
-            img = F.interpolate(img, scale_factor=2, mode="bicubic", align_corners=False) + stage.to_rgb(feat)
+            img = upsample_image(img) + stage.to_rgb(feat)
     assert torch.equal(out, img)
+
+
+def test_upsample_image_is_torchs_bicubic():
+    """The four-phase conv equals F.interpolate's bicubic (align_corners=False), borders and odd sizes included."""
+    for shape in ((1, 3, 1, 1), (2, 3, 5, 7), (1, 3, 37, 29), (1, 1, 8, 8)):
+        img = torch.rand(*shape, generator=torch.Generator().manual_seed(0))
+        want = F.interpolate(img, scale_factor=2, mode="bicubic", align_corners=False)
+        assert (upsample_image(img) - want).abs().max() < 1e-6
 
 
 def test_alpha_blends_linearly_between_the_two_ends():

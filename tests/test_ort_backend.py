@@ -139,3 +139,17 @@ def test_cli_and_upscaler_work_with_torch_absent(tmp_path):
         with Image.open(tmp_path / folder / "chelsea.png") as img:
             assert img.size == (side, side)
     assert not (tmp_path / "gpu").exists()
+
+
+def test_cpu_default_does_not_import_torch_even_where_it_is_installed(tmp_path):
+    """Without an NVIDIA driver `auto` never pays for `import torch` (seconds) just to look for a GPU."""
+    from progsr.inference import _nvidia_driver
+
+    if _nvidia_driver():
+        pytest.skip("an NVIDIA driver is present: auto asks torch for the GPU")
+    code = (f"import sys\nfrom progsr.cli import main\n"
+            f"assert main(['upscale', {str(EXAMPLE)!r}, '--scale', '2', '-o', 'out']) == 0\n"
+            f"assert 'torch' not in sys.modules, 'torch was imported'\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
+                            env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, timeout=300)
+    assert result.returncode == 0, result.stderr
