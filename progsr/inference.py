@@ -30,7 +30,6 @@ drives them and imports torch only when the torch backend is chosen.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import os
 import threading
 import warnings
@@ -41,15 +40,12 @@ import numpy as np
 
 from progsr.errors import UserError
 from progsr.limits import DEFAULT_MAX_PIXELS, default_max_output_pixels
+from progsr.network import open_export, open_network
 from progsr.imageio import ImageData, check_pixels, from_pil, read_image, to_pil, write_image
 from progsr.planes import alpha_pixels, colour_pixels, finish_planes, num_channels, output_bytes, split_planes
 from progsr.tiling import MIN_TILE, Progress, choose_tiling, host_memory_available, run_tiles
 
 DEFAULT_PRE_PAD = 0  # LR pixels of reflection around the image (see step 2 above)
-BACKENDS = ("auto", "onnxruntime", "torch")
-# On the CPU, `auto` runs this backend when both are installed (measured: benchmarks/README.md, "CPU backends").
-DEFAULT_CPU_BACKEND = "onnxruntime"
-TORCH_HINT = "pip install 'progsr[torch]'"
 
 
 class FileResult(NamedTuple):
@@ -64,7 +60,7 @@ class Upscaler:
     """Loads a generator once and upscales PIL images, numpy arrays or files with it.
 
     model: "psnr" or "gan" (the shipped weights in weights/), a path to a generator .safetensors, or an
-    exported <stem>_x<S>.onnx graph (run by ONNX Runtime on the CPU; see progsr/onnx_backend.py).
+    exported <stem>_x<S>.onnx graph (run by ONNX Runtime on the CPU; see progsr/ort_backend.py).
     device: "auto", "cpu", "cuda" or "cuda:N". precision: "auto" (fp32 on CPU, bf16/fp16 on CUDA),
     "fp32", "fp16" or "bf16". tile: largest LR tile side in pixels, or None to pick it from free memory
     (whole image when it fits). tile_overlap: LR pixels shared by neighbouring tiles (None: 2x the model's
@@ -76,7 +72,9 @@ class Upscaler:
     input accepted (None: no limit). max_output_pixels: the largest output accepted (default: from the
     machine's RAM, see default_max_output_pixels; None: no limit, though an output that cannot fit in free
     memory is still refused). pre_pad: LR pixels of reflection added around the image (and cropped
-    off the result). compile: run the model through torch.compile.
+    off the result). compile: run the model through torch.compile. backend: "auto" (ONNX Runtime on the CPU
+    where the architecture has a bundled graph, else torch; progsr/network.py), "onnxruntime" or "torch".
+    threads: the backend's CPU threads (None: ONNX Runtime's one per core, torch's setting as it is).
     """
 
     def __init__(self, model="psnr", device="auto", precision="auto", tile: int | None = None,
@@ -99,8 +97,6 @@ class Upscaler:
             max_output_pixels = default_max_output_pixels()
         if max_output_pixels is not None and max_output_pixels < 1:
             raise UserError(f"--max-output-pixels {max_output_pixels}: must be >= 1")
-        if backend not in BACKENDS:
-            raise UserError(f"--backend {backend}: choose one of {', '.join(BACKENDS)}")
         self.max_output_pixels = max_output_pixels
         self.tile, self.tile_overlap, self.tile_batch = tile, tile_overlap, tile_batch
         self.max_pixels, self.pre_pad = max_pixels, pre_pad
@@ -112,12 +108,7 @@ class Upscaler:
         self._blend, self._blend_key, self.realism, self.clean = None, None, None, None
         self.model_name = str(model)
         if str(model).endswith(".onnx"):  # an exported graph with its weights inside
-            if backend == "torch" or str(device) not in ("auto", "cpu") or precision not in ("auto", "fp32") or compile:
-                raise UserError(f"{model}: ONNX graphs run on the CPU in fp32 with ONNX Runtime (no --device cuda, "
-                                f"--precision, --compile or --backend torch)")
-            from progsr.ort_backend import OrtNetwork
-
-            self.network = OrtNetwork.from_export(model, threads)
+            self.network = open_export(model, device, precision, compile, backend, threads)
             self.metadata = self.network.metadata
         else:
             if model in REALISM_MODELS:  # the shipped weights, blended by (clean, realism)
@@ -127,7 +118,7 @@ class Upscaler:
                 self.realism = start
             else:
                 config, state, self.metadata = read_weights(Path(model))
-            self.network = _open_network(config, state, model, device, precision, compile, backend, threads)
+            self.network = open_network(config, state, model, device, precision, compile, backend, threads)
             if self._blend is not None:
                 self.set_clean("auto" if clean is None else clean)
                 self.set_realism(self.realism)
@@ -500,56 +491,3 @@ class Upscaler:
         """A result as the kind its input was: numpy for numpy, else PIL."""
         return data.pixels if kind == "numpy" else to_pil(data)
 
-
-def _nvidia_driver() -> bool:
-    """Whether an NVIDIA driver is present (checked before paying seconds for `import torch` to ask CUDA)."""
-    import shutil
-
-    return os.path.exists("/proc/driver/nvidia/version") or shutil.which("nvidia-smi") is not None
-
-
-def _torch_installed() -> bool:
-    """Whether torch can be imported (without importing it)."""
-    try:
-        return importlib.util.find_spec("torch") is not None
-    except (ImportError, ValueError):
-        return False
-
-
-def _open_network(config, state: dict, model, device, precision: str, compile: bool, backend: str,
-                  threads: int | None):
-    """The network backend for these weights: ONNX Runtime on the CPU by default where it has the bundled graph
-    (DEFAULT_CPU_BACKEND), torch for an accelerator, --compile, a precision other than fp32 or another architecture."""
-    from progsr.ort_backend import bundled_graphs
-
-    on_cpu = str(device) in ("auto", "cpu")
-    wants_torch = backend == "torch" or not on_cpu or compile or precision not in ("auto", "fp32")
-    if backend == "onnxruntime" and wants_torch:
-        raise UserError("--backend onnxruntime runs on the CPU in fp32 (no --device cuda, --precision or --compile)")
-    if not wants_torch and backend == "auto" and str(device) == "auto" and _nvidia_driver() and _torch_installed():
-        import torch  # a GPU, where there is one, is the torch backend's
-
-        wants_torch = torch.cuda.is_available()
-    graphs = None if wants_torch else bundled_graphs(config)
-    if graphs is not None and (backend == "onnxruntime" or DEFAULT_CPU_BACKEND == "onnxruntime"
-                               or not _torch_installed()):
-        from progsr.ort_backend import OrtNetwork
-
-        return OrtNetwork(graphs, config, state, threads, dict(source=str(model)))
-    if backend == "onnxruntime":
-        raise UserError(f"{model}: no bundled ONNX graph for this architecture (--backend torch runs it)")
-    if not _torch_installed():
-        need = f"--device {device}" if not on_cpu else f"{model}" if graphs is None else "this option"
-        raise UserError(f"{need} needs the torch backend, and torch is not installed: {TORCH_HINT}")
-    import torch
-
-    from progsr.models.generator import ProgressiveGenerator
-    from progsr.models.io import check_state
-    from progsr.torch_backend import TorchNetwork
-
-    if threads:
-        torch.set_num_threads(threads)
-    generator = ProgressiveGenerator(config)
-    check_state(model, {k: tuple(v.shape) for k, v in generator.state_dict().items()}, state)
-    generator.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
-    return TorchNetwork(generator.eval(), device, precision, compile)

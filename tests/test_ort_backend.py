@@ -143,7 +143,7 @@ def test_cli_and_upscaler_work_with_torch_absent(tmp_path):
 
 def test_cpu_default_does_not_import_torch_even_where_it_is_installed(tmp_path):
     """Without an NVIDIA driver `auto` never pays for `import torch` (seconds) just to look for a GPU."""
-    from progsr.inference import _nvidia_driver
+    from progsr.network import _nvidia_driver
 
     if _nvidia_driver():
         pytest.skip("an NVIDIA driver is present: auto asks torch for the GPU")
