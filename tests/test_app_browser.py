@@ -78,7 +78,7 @@ def test_upscale_4x_shows_the_result_at_4x(page, tmp_path):
 
     info = page.locator("#info").get_by_text("→")
     info.wait_for()
-    assert re.fullmatch(r"40x30 → 160x120, [\d.]+ s, cpu \(fp32\)", info.inner_text().strip())
+    assert re.fullmatch(r"40x30 → 160x120, [\d.]+ s, cpu, fp32, (torch|onnxruntime)", info.inner_text().strip())
     images = page.locator("#compare img")
     assert images.count() == 2
     for k in range(2):  # before (bicubic) and after (progsr), both decoded by the browser at full size
