@@ -74,7 +74,9 @@ def open_network(config, state: dict, model, device, precision: str, compile: bo
     if backend == "onnxruntime":
         raise UserError(f"{model}: no bundled ONNX graph for this architecture (--backend torch runs it)")
     if not _torch_installed():
-        need = f"--device {device}" if not on_cpu else f"{model}" if graphs is None else "this option"
+        need = (f"--device {device}" if not on_cpu else "--compile" if compile
+                else f"--precision {precision}" if precision not in ("auto", "fp32")
+                else "--backend torch" if backend == "torch" else f"{model} (no bundled ONNX graph for its architecture)")
         raise UserError(f"{need} needs the torch backend, and torch is not installed: {TORCH_HINT}")
     import torch
 
