@@ -77,13 +77,14 @@ def export_onnx_graphs(weights: str, stem, scales=None, realism: float | None = 
         import torch
 
         from progsr.models.generator import ProgressiveGenerator
-        from progsr.models.io import ShippedBlend, check_realism, load_generator, shipped_model_path
+        from progsr.models.io import ShippedBlend, check_realism, read_weights, shipped_model_path
 
         check_realism(weights)  # a PATH with realism is a one-line error
         if not 0.0 <= realism <= 1.0:
             raise UserError(f"--realism {realism}: must be between 0 and 1")
-        model = ProgressiveGenerator(load_generator(shipped_model_path("psnr"))[0].config).eval()
-        state = ShippedBlend(model.config).state(0.0, round(realism, 4))
+        config, _, _ = read_weights(shipped_model_path("psnr"))
+        model = ProgressiveGenerator(config).eval()
+        state = ShippedBlend(config).state(0.0, round(realism, 4))
         model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
         meta = {"realism": f"{realism:g}", "source": "shipped psnr + gan blend"}
     elif weights in ("psnr", "gan") or str(weights).endswith(".safetensors"):

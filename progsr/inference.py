@@ -460,8 +460,8 @@ class Upscaler:
                     tile //= 2
                     self._tile_cap = tile
                 else:
-                    gpu = getattr(getattr(self.network, "device", None), "type", "cpu") != "cpu"
-                    hint = "try --device cpu" if gpu else "try a smaller image or --outscale"
+                    on_accelerator = self.network.free_memory() is not None
+                    hint = "try --device cpu" if on_accelerator else "try a smaller image or --outscale"
                     raise UserError(f"out of memory ({self.describe()}) even with {tile}px tiles; {hint}") from None
                 warnings.warn(f"out of memory ({self.describe()}); retrying with {tile}px tiles, batch {batch}",
                               stacklevel=2)
@@ -490,4 +490,3 @@ class Upscaler:
     def _as_kind(kind: str, data: ImageData):
         """A result as the kind its input was: numpy for numpy, else PIL."""
         return data.pixels if kind == "numpy" else to_pil(data)
-

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from progsr.errors import UserError
 from progsr.formats import FORMAT_SUFFIXES, FORMATS
+from progsr.network import BACKENDS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
                         f"{default_max_output_pixels() // 10**6} MP; 0: no limit, though an output that cannot fit "
                         f"in free memory is still refused)")
     p.add_argument("--compile", action="store_true", help="run the model through torch.compile (torch backend)")
-    p.add_argument("--backend", default="auto", choices=["auto", "onnxruntime", "torch"],
+    p.add_argument("--backend", default="auto", choices=BACKENDS,
                    help="what runs the network: auto (default) is ONNX Runtime on the CPU and torch on a GPU "
                         "(and for --compile or fp16/bf16); torch needs pip install 'progsr[torch]'")
     ray = p.add_argument_group("cluster (the ray extra: pip install 'progsr[ray]')")

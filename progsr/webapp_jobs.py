@@ -259,7 +259,7 @@ class Handlers:
             gr.Warning(note)
         out_h, out_w = result.shape[:2]
         info = (f"{width}x{height} → {out_w}x{out_h}, {time.perf_counter() - start:.2f} s, "
-                f"{engine.device}")
+                + engine.device)
         if engine.has_gan:
             info += f", realism {realism:g}"
         if engine.has_clean:
