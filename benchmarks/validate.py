@@ -33,7 +33,7 @@ def score(path: Path, val: str, scales, pre_pads, lpips: bool = False) -> dict:
     lpips_model = build_lpips("alex") if lpips else None
     result = {"forward": validate(up.model, val_set, torch.device("cpu"), max(scales), 1.0, lpips_model)}
     for pad in pre_pads:
-        up.pre_pad = pad
+        up.engine.pre_pad = pad
         result[f"upscaler_pad{pad}"] = mean_scores(((s, up.upscale_pixels(lr, scale=s), hr) for s, hr, lr in val_set),
                                                    lpips_model)
     return result

@@ -18,7 +18,7 @@ Order of work for one image (Real-ESRGAN's recipe, with blended tiles instead of
      shrink with MATLAB bicubic (antialiased) to the exact size; alpha is resized directly to the
      output size with MATLAB bicubic and clamped;
   5. clamp to [0, 1] and return the input's dtype (uint8, uint16 or float) and layout.
-A CUDA out-of-memory error halves the tile batch, then the tile size, and tries again.
+A CUDA out-of-memory error halves the tile batch, then the tile size, and tries again (progsr/engine.py).
 upscale_stages makes every stage's image (x2, x4, ...) in that same single pass: a whole image streams
 them as the network computes them, tiles are blended per stage (windows scaled by the stage's factor).
 The tile geometry, windows, memory plan and strip blender are in progsr/tiling.py (numpy), steps 1 and 4-5
@@ -32,7 +32,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import threading
-import warnings
 from pathlib import Path
 from typing import Iterator, NamedTuple
 
@@ -43,7 +42,8 @@ from progsr.limits import DEFAULT_MAX_PIXELS, default_max_output_pixels
 from progsr.network import open_export, open_network
 from progsr.imageio import ImageData, check_pixels, from_pil, read_image, to_pil, write_image
 from progsr.planes import alpha_pixels, colour_pixels, finish_planes, num_channels, output_bytes, split_planes
-from progsr.tiling import MIN_TILE, Progress, choose_tiling, host_memory_available, run_tiles
+from progsr.engine import TiledRun
+from progsr.tiling import Progress, host_memory_available
 
 DEFAULT_PRE_PAD = 0  # LR pixels of reflection around the image (see step 2 above)
 
@@ -85,12 +85,6 @@ class Upscaler:
                  backend: str = "auto", threads: int | None = None):
         from progsr.models.io import REALISM_MODELS, ShippedBlend, check_realism, read_weights, shipped_model_path
 
-        if tile_overlap is not None and tile_overlap < 0:
-            raise UserError(f"--tile-overlap {tile_overlap}: must be >= 0")
-        if tile is not None and tile < MIN_TILE:
-            raise UserError(f"--tile {tile}: must be at least {MIN_TILE} pixels")
-        if tile_batch is not None and tile_batch < 1:
-            raise UserError(f"tile_batch {tile_batch}: must be >= 1")
         if max_pixels is not None and max_pixels < 1:
             raise UserError(f"--max-pixels {max_pixels}: must be >= 1")
         if max_output_pixels == -1:
@@ -98,10 +92,8 @@ class Upscaler:
         if max_output_pixels is not None and max_output_pixels < 1:
             raise UserError(f"--max-output-pixels {max_output_pixels}: must be >= 1")
         self.max_output_pixels = max_output_pixels
-        self.tile, self.tile_overlap, self.tile_batch = tile, tile_overlap, tile_batch
-        self.max_pixels, self.pre_pad = max_pixels, pre_pad
+        self.max_pixels = max_pixels
         self._lock = threading.RLock()
-        self._tile_cap: int | None = None  # lowered after an out-of-memory retry
 
         if realism is not None or clean is not None:
             check_realism(model)  # the controls blend the shipped models; a PATH runs as it is
@@ -124,19 +116,7 @@ class Upscaler:
                 self.set_realism(self.realism)
         self.max_scale = self.network.config.max_scale
         self.scales = self.network.config.scales
-        self.receptive_radius = self.network.receptive_radius(self.max_scale)
-        # Twice the radius: the blend window's zero margin (overlap / 4) then holds over 99.9% of each output
-        # pixel's input gradient (measured for the shipped model: all within 8 of its 20 px), and tiles matched
-        # the whole image within 1/255 on 2e-6 of the pixels; four times the radius costs ~2x the compute.
-        seamless = 2 * self.receptive_radius
-        if tile_overlap is None:
-            self.tile_overlap = seamless
-        elif tile_overlap < seamless:
-            warnings.warn(f"--tile-overlap {tile_overlap} is below {seamless} (2x this model's receptive radius of "
-                          f"{self.receptive_radius} px): tile seams may show", stacklevel=2)
-        if tile is not None and tile < 2 * self.tile_overlap:
-            raise UserError(f"--tile {tile}: tiles must be at least twice the overlap ({self.tile_overlap} px, "
-                            f"--tile-overlap); use --tile {2 * self.tile_overlap} or more, or a smaller --tile-overlap")
+        self.engine = TiledRun(self.network, tile, tile_overlap, tile_batch, pre_pad)
 
     @property
     def backend(self) -> str:
@@ -286,7 +266,7 @@ class Upscaler:
             if realism is not None:
                 self.set_realism(realism)
             blend = self.realism
-        run = self._run_iter(colour, scale, progress, stages=True)
+        run = self.engine.run_iter(colour, scale, progress, stages=True)
         for s in (s for s in self.scales if s <= scale):
             # The lock is held per stage, never across a yield: the caller may resume us from another thread.
             with self._lock:
@@ -350,11 +330,11 @@ class Upscaler:
                 self.set_realism(realism)
             self._use(clean)
             if out_hw != (height * model_scale, width * model_scale):  # shrink after the model: a float image
-                y = self._run(colour, model_scale, progress)
+                y = self.engine.run(colour, model_scale, progress)
                 return finish_planes(y[0], alpha, out_hw, pixels)
             channels = num_channels(pixels)
             out = np.empty((out_hw[0], out_hw[1], channels), dtype=pixels.dtype)
-            for top, bottom, [rows] in self._stream(colour, model_scale, progress):
+            for top, bottom, [rows] in self.engine.stream(colour, model_scale, progress):
                 out[top * model_scale: bottom * model_scale, :, : 1 if channels < 3 else 3] = \
                     colour_pixels(rows[0], channels, pixels.dtype)
         if alpha is not None:
@@ -373,103 +353,6 @@ class Upscaler:
         if need > free:
             raise UserError(f"output {out_hw[1]}x{out_hw[0]} needs about {need / 2**30:.1f} GiB of memory, "
                             f"{free / 2**30:.1f} GiB is free: use a smaller --scale/--outscale, or free memory")
-
-    # ------------------------------------------------------------------------------------------ the engine
-
-    def _run(self, x: np.ndarray, scale: int, progress: Progress | None) -> np.ndarray:
-        """Upscale a 1x3xHxW float32 image by `scale` into one float image: pre-pad, tiles, blend, crop; unclamped."""
-        [out] = self._run_iter(x, scale, progress)
-        return out
-
-    def _run_iter(self, x: np.ndarray, scale: int, progress: Progress | None,
-                  stages: bool = False) -> Iterator[np.ndarray]:
-        """_run as a generator: yields the x`scale` image, or with stages=True the x2, x4, ... x`scale` images.
-
-        A whole image streams each stage as soon as the network has computed it; a tiled one yields them
-        after its last tile.
-        """
-        padded, ph, pw = self._pad(x)
-        tile, _ = self._choose_tiling(padded.shape[-2], padded.shape[-1], scale)
-        done = 0  # images already yielded: after an out-of-memory error the tiled retry does not yield them again
-        if stages and tile >= max(padded.shape[-2:]):
-            _, _, h, w = x.shape
-            images = self.network.iter_stages(padded, scale)
-            try:
-                for s in (s for s in self.scales if s <= scale):
-                    result = next(images)
-                    if progress is not None and s == scale:
-                        progress(1, 1)
-                    done += 1
-                    yield result[:, :, ph * s: (ph + h) * s, pw * s: (pw + w) * s]
-                return
-            except Exception as err:  # noqa: BLE001 - only out-of-memory errors are retried, with tiles
-                if not self.network.is_oom(err):
-                    raise
-                self.network.release()
-                self._tile_cap = max(MIN_TILE, 2 * self.tile_overlap, tile // 2)
-                warnings.warn(f"out of memory ({self.describe()}); retrying with {self._tile_cap}px tiles",
-                              stacklevel=2)
-        blocks: list[list[np.ndarray]] = []
-        for top, _, rows in self._stream(x, scale, progress, stages):
-            if top == 0:  # the first strip, or the first again after an out-of-memory retry
-                blocks = [[] for _ in rows]
-            for block, r in zip(blocks, rows):
-                block.append(r)
-        for k, block in enumerate(blocks):
-            if k >= done:
-                yield np.concatenate(block, axis=-2)
-
-    def _pad(self, x: np.ndarray) -> tuple[np.ndarray, int, int]:
-        """The image with `pre_pad` LR pixels of reflection around it (fewer for a tiny image), and the pads."""
-        _, _, h, w = x.shape
-        ph, pw = min(self.pre_pad, h - 1), min(self.pre_pad, w - 1)
-        return (np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), mode="reflect") if ph or pw else x), ph, pw
-
-    def _stream(self, x: np.ndarray, scale: int, progress: Progress | None,
-                stages: bool = False) -> Iterator[tuple[int, int, list[np.ndarray]]]:
-        """Yield (top, bottom, [rows per scale]): the finished output rows of LR rows [top, bottom), strip by strip.
-
-        Rows are float32 1x3xrxW on the CPU, pre-pad cropped; [rows per scale] is the x`scale` rows, or with
-        stages=True the x2, x4, ... rows. After an out-of-memory error it starts again from top = 0 with
-        smaller tiles or batches.
-        """
-        _, _, h, w = x.shape
-        padded, ph, pw = self._pad(x)
-        scales = [s for s in self.scales if s <= scale] if stages else [scale]
-        tile, batch = self._choose_tiling(padded.shape[-2], padded.shape[-1], scale)
-        while True:
-            try:
-                def forward(tiles: np.ndarray) -> list[np.ndarray]:
-                    return self.network.forward(tiles, scale, scales)
-
-                for top, bottom, rows in run_tiles(forward, padded, scale, tile, batch, self.tile_overlap,
-                                                   progress, scales):
-                    a, b = max(top, ph), min(bottom, ph + h)
-                    if a < b:
-                        yield a - ph, b - ph, [r[:, :, (a - top) * s: (b - top) * s, pw * s: (pw + w) * s]
-                                               for r, s in zip(rows, scales)]
-                return
-            except Exception as err:  # noqa: BLE001 - only out-of-memory errors are retried
-                if not self.network.is_oom(err):
-                    raise
-                self.network.release()
-                tile = min(tile, max(padded.shape[-2], padded.shape[-1]))
-                if batch > 1:
-                    batch //= 2
-                elif tile // 2 >= max(MIN_TILE, 2 * self.tile_overlap):
-                    tile //= 2
-                    self._tile_cap = tile
-                else:
-                    on_accelerator = self.network.free_memory() is not None
-                    hint = "try --device cpu" if on_accelerator else "try a smaller image or --outscale"
-                    raise UserError(f"out of memory ({self.describe()}) even with {tile}px tiles; {hint}") from None
-                warnings.warn(f"out of memory ({self.describe()}); retrying with {tile}px tiles, batch {batch}",
-                              stacklevel=2)
-
-    def _choose_tiling(self, h: int, w: int, scale: int) -> tuple[int, int]:
-        """(tile, batch) for a padded h x w input: the user's or one sized to free memory (tiling.choose_tiling)."""
-        return choose_tiling(h, w, scale, self.network.bytes_per_pixel(scale), self.network.free_memory(), self.tile,
-                             self.tile_batch, max(MIN_TILE, 2 * self.tile_overlap), self._tile_cap)
 
     # ------------------------------------------------------------------------------------------ kinds
 

@@ -85,7 +85,7 @@ class Engine:
     def stages(self, pixels: np.ndarray, scale: int, realism: float, tile: int | None, clean: float = 0.0):
         """Yield (stage_scale, pixels) for x2 ... x`scale`. The queue runs one job per device at a time,
         which is what makes setting the shared Upscaler's tile size here safe."""
-        self.upscaler.tile = tile
+        self.upscaler.engine.tile = tile
         yield from self.upscaler.upscale_stages(pixels, scale, realism=realism if self.has_gan else None,
                                                 clean=clean)
 

@@ -146,7 +146,7 @@ def test_outscale_gives_exact_size(up, img, outscale, model_scale):
 
 def test_outscale_is_a_bicubic_downscale_of_the_next_model_scale(up, img):
     x = torch.from_numpy(img.astype(np.float32) / 255).permute(2, 0, 1)[None]
-    x4 = torch.from_numpy(up._run(x.numpy(), 4, None)[0])  # the unclamped x4 network output
+    x4 = torch.from_numpy(up.engine.run(x.numpy(), 4)[0])  # the unclamped x4 network output
     ref = imresize(x4.permute(1, 2, 0).double().numpy(), size=(144, 168)).clip(0, 1)
     out = up.upscale(img.astype(np.float32) / 255, outscale=3)
     assert np.abs(out - ref).max() < 1e-5
@@ -243,7 +243,7 @@ def test_out_of_memory_retries_with_smaller_tiles(model_path, img):
     assert sizes[0][2:] == (64, 72)  # first try: the whole (pre-padded) image
     assert max(s[0] * s[2] * s[3] for s in sizes[-3:]) <= 40 * 40
     assert np.abs(out.astype(int) - expected.astype(int)).max() <= 1
-    assert up._tile_cap is not None  # later images start at the size that worked
+    assert up.engine.tile_cap is not None  # later images start at the size that worked
 
 
 def test_upscale_stages_out_of_memory_mid_stream_tiles_the_rest(model_path, img):
@@ -313,9 +313,9 @@ def test_default_architecture_tiles_are_seamless_with_the_default_overlap():
     from progsr.paths import shipped_weights
 
     whole = Upscaler(shipped_weights("psnr"), device="cpu")
-    assert whole.receptive_radius >= 10 and whole.tile_overlap == 2 * whole.receptive_radius
+    assert whole.engine.receptive_radius >= 10 and whole.engine.tile_overlap == 2 * whole.engine.receptive_radius
     img = data.astronaut()[100:300, 150:330]  # 200x180: 4x4 tiles of 80 px
-    tiled = Upscaler(shipped_weights("psnr"), device="cpu", tile=2 * whole.tile_overlap)
+    tiled = Upscaler(shipped_weights("psnr"), device="cpu", tile=2 * whole.engine.tile_overlap)
     seen = []
     a = whole.upscale(img, scale=2)
     b = tiled.upscale(img, scale=2, progress=lambda done, total: seen.append(total))

@@ -72,7 +72,7 @@ def test_onnxruntime_and_torch_agree_within_one_level_on_a_tiled_image(options):
     outputs, tiles = [], []
     for backend in ("onnxruntime", "torch"):
         up = Upscaler(backend=backend, tile=80, threads=1, **options)
-        assert up.backend == backend and up.receptive_radius == 20
+        assert up.backend == backend and up.engine.receptive_radius == 20
         outputs.append(up.upscale_pixels(img, scale=4, clean=options.get("clean"),
                                          progress=lambda done, total: tiles.append(total)).astype(int))
     assert set(tiles) == {4}  # 2 x 2 tiles, so the seams are compared too
