@@ -192,7 +192,7 @@ def measure(args) -> dict:
                                              ms=1000 * statistics.median(times), runs=len(times), out_mp=out_mp,
                                              peak_mib=mem.mib, memory=mem.kind))
                             _print_row(rows[-1])
-                            del up
+                            up = fn = None  # free the model before the next one loads
                             if device.type == "cuda":
                                 torch.cuda.empty_cache()
     machine = machine_info()

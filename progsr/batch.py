@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from progsr.errors import UserError
-from progsr.formats import FORMAT_SUFFIXES, FORMATS, IMAGE_SUFFIXES  # noqa: F401  (FORMAT_SUFFIXES: imported from here too)
+from progsr.formats import FORMAT_SUFFIXES, FORMATS, IMAGE_SUFFIXES
 
 
 

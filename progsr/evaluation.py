@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from progsr.errors import UserError
-from progsr.imageio import IMAGE_SUFFIXES, atomic_output
+from progsr.formats import IMAGE_SUFFIXES
+from progsr.imageio import atomic_output
 from progsr.metrics import LPIPS_MIN_SIDE, SSIM_MODES, lpips_distance, psnr, ssim
 from progsr.paths import REPO_ROOT
 from progsr.protocol import PROTOCOL, make_lr, read_hr

@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from progsr.errors import UserError
-from progsr.formats import FORMATS, IMAGE_SUFFIXES  # noqa: F401  (imported from here too)
+from progsr.formats import FORMATS
 
 ORIENTATION = 0x0112
 # progsr enforces its own pixel limit (--max-pixels, checked before decoding), which the user can lift;

@@ -22,7 +22,8 @@ import numpy as np
 import torch
 
 from progsr.errors import UserError
-from progsr.imageio import IMAGE_SUFFIXES, atomic_output, read_array, to_8bit
+from progsr.formats import IMAGE_SUFFIXES
+from progsr.imageio import atomic_output, read_array, to_8bit
 from progsr.pixels import u8_tensor_to_float
 from progsr.resize import imresize, modcrop
 from progsr.scales import scale_of, scales_up_to, stage_of
