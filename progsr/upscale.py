@@ -172,7 +172,8 @@ def make_upscaler(args, local_rank: int):
         raise UserError("give --scale or --outscale/--size, not both")
     scale = 8 if args.scale is None else args.scale
     if scale not in (2, 4, 8):
-        raise UserError(f"--scale {scale}: not supported; choose 2, 4 or 8")
+        hint = f" (for x{scale:g} use --outscale {scale:g})" if 0 < scale < 8 else ""
+        raise UserError(f"--scale {scale}: not supported; choose 2, 4 or 8{hint}")
     size = parse_size(args.size) if args.size is not None else None
     if args.outscale is not None and not 0 < args.outscale <= 8:
         raise UserError(f"--outscale {args.outscale}: must be in (0, 8]")

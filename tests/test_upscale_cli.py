@@ -81,7 +81,7 @@ BAD_CASES = {  # case: (exit code, file named in the message, words of the cause
     "fake-png": (1, "fake.png", "not an image"),
     "zero-size": (1, "empty.png", "empty file"),
     "too-many-pixels": (1, "good.png", "--max-pixels"),
-    "bad-scale": (2, "--scale 3", "not supported"),
+    "bad-scale": (2, "--scale 3", "not supported; choose 2, 4 or 8 (for x3 use --outscale 3)"),
     "unwritable-output": (2, "out", "not writable"),
 }
 
