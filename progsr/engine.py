@@ -24,14 +24,19 @@ class TiledRun:
     tiles per forward pass (None: as many as memory allows). pre_pad: LR pixels of reflection around the image.
     """
 
-    def __init__(self, network, tile: int | None = None, tile_overlap: int | None = None,
-                 tile_batch: int | None = None, pre_pad: int = 0):
+    @staticmethod
+    def check_options(tile: int | None, tile_overlap: int | None, tile_batch: int | None) -> None:
+        """The checks that need no network (a one-line UserError), so a caller can run them before loading one."""
         if tile_overlap is not None and tile_overlap < 0:
             raise UserError(f"--tile-overlap {tile_overlap}: must be >= 0")
         if tile is not None and tile < MIN_TILE:
             raise UserError(f"--tile {tile}: must be at least {MIN_TILE} pixels")
         if tile_batch is not None and tile_batch < 1:
             raise UserError(f"tile_batch {tile_batch}: must be >= 1")
+
+    def __init__(self, network, tile: int | None = None, tile_overlap: int | None = None,
+                 tile_batch: int | None = None, pre_pad: int = 0):
+        self.check_options(tile, tile_overlap, tile_batch)
         self.network, self.scales = network, network.config.scales
         self.tile, self.tile_batch, self.pre_pad = tile, tile_batch, pre_pad
         self.tile_cap: int | None = None  # lowered after an out-of-memory retry

@@ -43,6 +43,7 @@ from progsr.network import open_export, open_network
 from progsr.imageio import ImageData, check_pixels, from_pil, read_image, to_pil, write_image
 from progsr.planes import alpha_pixels, colour_pixels, finish_planes, num_channels, output_bytes, split_planes
 from progsr.engine import TiledRun
+from progsr.scales import check_scale
 from progsr.tiling import Progress, host_memory_available
 
 DEFAULT_PRE_PAD = 0  # LR pixels of reflection around the image (see step 2 above)
@@ -85,6 +86,7 @@ class Upscaler:
                  backend: str = "auto", threads: int | None = None):
         from progsr.models.io import REALISM_MODELS, ShippedBlend, check_realism, read_weights, shipped_model_path
 
+        TiledRun.check_options(tile, tile_overlap, tile_batch)  # bad options before the weights load
         if max_pixels is not None and max_pixels < 1:
             raise UserError(f"--max-pixels {max_pixels}: must be >= 1")
         if max_output_pixels == -1:
@@ -224,8 +226,7 @@ class Upscaler:
                                 f"that result, or ask for a smaller --size")
             out_hw = (out_h, out_w)
         else:
-            if scale not in self.scales:
-                raise UserError(f"--scale {scale}: not supported; choose one of {', '.join(map(str, self.scales))}")
+            check_scale(scale, self.scales)
             return scale, (height * scale, width * scale)
         return next(s for s in self.scales if s >= factor - 1e-9), out_hw
 
@@ -258,8 +259,7 @@ class Upscaler:
         kind, data = self._as_data(img)
         if clean is None:
             clean, _ = self.resolve_clean(data.pixels, data.quantization)
-        if scale not in self.scales:
-            raise UserError(f"--scale {scale}: not supported; choose one of {', '.join(map(str, self.scales))}")
+        check_scale(scale, self.scales)
         colour, alpha = split_planes(data.pixels, self.max_pixels)
         height, width = colour.shape[-2:]
         with self._lock:

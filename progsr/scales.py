@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from progsr.errors import UserError
+
 
 def scale_of(stage: int) -> int:
     """The scale that stage `stage` (1-based) produces: 2 ** stage."""
@@ -19,3 +21,13 @@ def stage_of(scale: int) -> int:
 def scales_up_to(num_stages: int) -> tuple[int, ...]:
     """Every scale of a model with `num_stages` stages: (2, 4, 8) for 3."""
     return tuple(scale_of(k) for k in range(1, int(num_stages) + 1))
+
+
+def check_scale(scale, scales) -> None:
+    """A one-line UserError unless `scale` is one of `scales`; a factor below the largest points to --outscale."""
+    if scale in scales:
+        return
+    names = [str(s) for s in scales]
+    choices = f"{', '.join(names[:-1])} or {names[-1]}" if len(names) > 1 else names[0]
+    hint = f" (for x{scale:g} use --outscale {scale:g})" if 0 < scale < max(scales) else ""
+    raise UserError(f"--scale {scale}: not supported; choose {choices}{hint}")

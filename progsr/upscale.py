@@ -22,6 +22,7 @@ from pathlib import Path
 from progsr.errors import UserError
 from progsr.formats import FORMAT_SUFFIXES, FORMATS
 from progsr.network import BACKENDS
+from progsr.scales import check_scale, scales_up_to
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -171,9 +172,7 @@ def make_upscaler(args, local_rank: int):
     if args.scale is not None and (args.outscale is not None or args.size is not None):
         raise UserError("give --scale or --outscale/--size, not both")
     scale = 8 if args.scale is None else args.scale
-    if scale not in (2, 4, 8):
-        hint = f" (for x{scale:g} use --outscale {scale:g})" if 0 < scale < 8 else ""
-        raise UserError(f"--scale {scale}: not supported; choose 2, 4 or 8{hint}")
+    check_scale(scale, scales_up_to(3))  # the shipped models' scales, before any model loads
     size = parse_size(args.size) if args.size is not None else None
     if args.outscale is not None and not 0 < args.outscale <= 8:
         raise UserError(f"--outscale {args.outscale}: must be in (0, 8]")

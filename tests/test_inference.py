@@ -163,6 +163,8 @@ def test_size_gives_exact_size_and_may_change_aspect(up, img):
 def test_bad_arguments_are_user_errors(up, img, model_path):
     with pytest.raises(UserError, match="--scale 3"):
         up.upscale(img, scale=3)
+    with pytest.raises(UserError, match=r"--scale 3: not supported; choose 2, 4 or 8 \(for x3 use --outscale 3\)"):
+        list(up.upscale_stages(img, scale=3))
     with pytest.raises(UserError, match="--outscale"):
         up.upscale(img, outscale=9)
     with pytest.raises(UserError, match="--max-pixels"):
