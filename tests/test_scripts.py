@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -185,7 +186,8 @@ def test_validate_scores_the_forward_pass_and_the_upscaler(tiny, tmp_path):
     assert sum(line.startswith("| rand.safetensors |") for line in done.stdout.splitlines()) == 3
 
 
-def test_gpu_train_script_runs_its_path_on_the_cpu_with_a_tiny_budget(tmp_path):
+@pytest.mark.parametrize("model", ["psnr", "real"])
+def test_gpu_train_script_runs_its_path_on_the_cpu_with_a_tiny_budget(tmp_path, model):
     """scripts/gpu_train.sh run: a budgeted chunk from the shipped weights, a checkpoint, an exported generator."""
     from skimage import data
 
@@ -193,7 +195,8 @@ def test_gpu_train_script_runs_its_path_on_the_cpu_with_a_tiny_budget(tmp_path):
     folder.mkdir()
     Image.fromarray(np.ascontiguousarray(data.astronaut()[::4, ::4])).save(folder / "a.png")
     out = tmp_path / "out"
-    env = {**os.environ, "DEVICE": "cpu", "THREADS": "1", "PYTHON": sys.executable, "PROGSR_CACHE": str(tmp_path)}
+    env = {**os.environ, "DEVICE": "cpu", "THREADS": "1", "PYTHON": sys.executable, "PROGSR_CACHE": str(tmp_path),
+           "MODEL": model}
     done = subprocess.run(["bash", str(REPO_ROOT / "scripts" / "gpu_train.sh"), "run", str(out), "0.02",
                            "--data", str(folder), "--val", "none", "--set", "batch_size=4",
                            "--set", "lr_crop=[8,6,4]"], env=env, capture_output=True, text=True, timeout=300)
@@ -202,8 +205,11 @@ def test_gpu_train_script_runs_its_path_on_the_cpu_with_a_tiny_budget(tmp_path):
     from progsr.training.checkpoints import list_checkpoints
 
     assert len(list_checkpoints(out / "run")) == 1  # keep_ckpts=1: the last one, what comes back from a device
-    model, meta = load_generator(out / "progsr_x8_psnr.safetensors")
-    assert model.config.channels == (64, 16, 16, 16) and int(meta["iterations"]) >= 1
+    generator, meta = load_generator(out / f"progsr_x8_{model}.safetensors")
+    assert generator.config.channels == (64, 16, 16, 16) and int(meta["iterations"]) >= 1
+    config = json.loads((out / "run" / "config.json").read_text())
+    assert bool(config["degradation"]) == (model == "real")
+    assert Path(config["init"]).name == f"progsr_x8_{model}.safetensors"
 
 
 def test_train_cost_times_the_training_step_of_each_variant(tmp_path):
