@@ -57,6 +57,11 @@ class DegradationConfig:
     jpeg_range: tuple[float, ...] = (30.0, 95.0)
     jpeg_range2: tuple[float, ...] = (30.0, 95.0)
     final_sinc_prob: float = 0.8
+    # Real-ESRGAN resizes without antialiasing, so a bilinear or bicubic 4x downscale samples the image
+    # sparsely (aliased, and noise passes almost at full strength). True antialiases them as cameras,
+    # browsers and MATLAB's imresize do: torch's antialiased bicubic is then progsr.resize.imresize (to 1e-5,
+    # but for the 2 border pixels).
+    antialias: bool = False
 
     def __post_init__(self):
         check_types(self, "degradation")
@@ -157,19 +162,21 @@ def random_blur(img: torch.Tensor, rng: np.random.Generator, cfg: DegradationCon
     return filter_image(img, blur_kernel(kind, size, sx, sy, theta, beta))
 
 
-def resize(img: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
-    """img (3xHxW) resized to size (h, w) with torch's area / bilinear / bicubic, as Real-ESRGAN does."""
+def resize(img: torch.Tensor, size: tuple[int, int], mode: str, antialias: bool = False) -> torch.Tensor:
+    """img (3xHxW) resized to size (h, w) with torch's area / bilinear / bicubic (antialiased or, as Real-ESRGAN
+    does, not)."""
     size = (max(1, size[0]), max(1, size[1]))
-    extra = {} if mode == "area" else {"align_corners": False}
+    extra = {} if mode == "area" else {"align_corners": False, "antialias": antialias}
     return F.interpolate(img[None], size=size, mode=mode, **extra)[0]
 
 
-def random_resize(img: torch.Tensor, rng: np.random.Generator, probs, span, base: tuple[int, int]) -> torch.Tensor:
+def random_resize(img: torch.Tensor, rng: np.random.Generator, probs, span, base: tuple[int, int],
+                  antialias: bool = False) -> torch.Tensor:
     """Resize to base * factor: factor up in (1, span[1]), down in (span[0], 1) or kept, by `probs`."""
     kind = int(rng.choice(3, p=probs))
     factor = rng.uniform(1, span[1]) if kind == 0 else rng.uniform(span[0], 1) if kind == 1 else 1.0
     mode = RESIZE_MODES[int(rng.integers(0, 3))]
-    return resize(img, (int(base[0] * factor), int(base[1] * factor)), mode)
+    return resize(img, (int(base[0] * factor), int(base[1] * factor)), mode, antialias)
 
 
 def gaussian_noise(img: torch.Tensor, sigma: float, gray: bool, gen: torch.Generator) -> torch.Tensor:
@@ -223,7 +230,7 @@ def _round_ops(rng, gen, cfg: DegradationConfig, second: bool, base: tuple[int, 
     quality = rng.uniform(*(cfg.jpeg_range2 if second else cfg.jpeg_range))
     return [
         (lambda x: random_blur(x, rng, cfg, second)) if blur else (lambda x: x),
-        lambda x: random_resize(x, rng, probs, span, base),
+        lambda x: random_resize(x, rng, probs, span, base, cfg.antialias),
         lambda x: random_noise(x, rng, gen, cfg, second).clamp(0, 1),
         lambda x: jpeg(x, round(quality)),
     ]
@@ -247,7 +254,7 @@ def degrade(hr: torch.Tensor, scale: int, cfg: DegradationConfig, seed: int, ind
     quality = round(rng.uniform(*cfg.jpeg_range2))
 
     def resize_and_sinc(x):
-        x = resize(x, lr_size, final_mode)
+        x = resize(x, lr_size, final_mode, cfg.antialias)
         return filter_image(x, sinc) if sinc is not None else x
 
     if rng.random() < 0.5:

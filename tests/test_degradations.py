@@ -1,6 +1,7 @@
 """The real-world degradations: each operation's measured effect, determinism, sizes, and the fixed levels."""
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -8,7 +9,7 @@ import torch
 
 from progsr.cleanup import blockiness
 from progsr.degradations import (LEVELS, DegradationConfig, Level, blur_kernel, degrade, degrade_batch,
-                                 degrade_level, filter_image, gaussian_noise, jpeg, poisson_noise, sinc_kernel)
+                                 degrade_level, filter_image, gaussian_noise, jpeg, poisson_noise, resize, sinc_kernel)
 from progsr.errors import UserError
 
 
@@ -55,6 +56,25 @@ def test_degraded_lr_differs_from_a_plain_downscale():
     plain = torch.nn.functional.interpolate(hr[None], size=(24, 24), mode="area")[0]
     errors = [float((degrade(hr, 4, DegradationConfig(), 0, i) - plain).abs().mean()) for i in range(8)]
     assert np.mean(errors) > 0.01
+
+
+@pytest.mark.parametrize("scale", [2, 4, 8])
+def test_antialiased_bicubic_downscale_is_matlabs_and_the_published_one_aliases(scale):
+    """antialias=True: torch's bicubic matches progsr.resize.imresize (the benchmark's LR); False (Real-ESRGAN's)
+    samples white noise sparsely, so its strength survives the downscale instead of falling by about the scale."""
+    from progsr.resize import imresize
+
+    noise = torch.rand(3, 96, 96, generator=torch.Generator().manual_seed(0))
+    matlab = torch.from_numpy(imresize(noise.permute(1, 2, 0).double().numpy(), scale=1 / scale)).permute(2, 0, 1)
+    aa = resize(noise, (96 // scale, 96 // scale), "bicubic", antialias=True).double()
+    published = resize(noise, (96 // scale, 96 // scale), "bicubic").double()
+    inside = (slice(None), slice(2, -2), slice(2, -2))  # the borders differ: torch clamps, MATLAB reflects
+    assert float((aa - matlab)[inside].abs().max()) < 1e-5 < 0.1 < float((published - matlab)[inside].abs().max())
+    assert float(published.std()) > 1.7 * float(aa.std())
+    hr = smooth_image(96)  # and the pipeline uses it: same draws, other pixels
+    cfg = DegradationConfig(resize_prob2=(0.0, 0.0, 1.0))
+    lrs = [degrade(hr, scale, replace(cfg, antialias=aa), 0, 5) for aa in (False, True)]
+    assert lrs[0].shape == lrs[1].shape and not torch.equal(*lrs)
 
 
 def test_gaussian_noise_sigma_comes_back_within_ten_percent():
