@@ -8,7 +8,7 @@
 #       There: trains the release recipe for MINUTES of training time (the cosine ends annealed with it),
 #       checkpointing every 1.5 min into OUT/run, then exports the EMA generator to OUT. Later options win,
 #       e.g. --init OTHER.safetensors or --set batch_size=32. MODEL=real trains the real-world model instead
-#       (experiments/real_mild.json from the shipped real weights; exported as progsr_x8_real.safetensors).
+#       (experiments/real_aa.json from the shipped real weights; exported as progsr_x8_real.safetensors).
 #       DEVICE=cpu runs the same path on a CPU; PYTHON picks the interpreter (default: python).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,7 +30,7 @@ run)
     model=${MODEL:-psnr}
     case "$model" in
     psnr) recipe=(--config x8_psnr --init weights/progsr_x8_psnr.safetensors) ;;
-    real) recipe=(--config experiments/real_mild.json --init weights/progsr_x8_real.safetensors) ;;
+    real) recipe=(--config experiments/real_aa.json --init weights/progsr_x8_real.safetensors) ;;
     *) echo "gpu_train.sh: MODEL must be psnr or real, got $model" >&2; exit 2 ;;
     esac
     "$py" -c "import safetensors, tqdm" 2>/dev/null || "$py" -m pip install --quiet --no-index --find-links .device/wheels safetensors tqdm
