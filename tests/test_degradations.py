@@ -73,7 +73,7 @@ def test_antialiased_bicubic_downscale_is_matlabs_and_the_published_one_aliases(
     assert float(published.std()) > 1.7 * float(aa.std())
     hr = smooth_image(96)  # and the pipeline uses it: same draws, other pixels
     cfg = DegradationConfig(resize_prob2=(0.0, 0.0, 1.0))
-    lrs = [degrade(hr, scale, replace(cfg, antialias=aa), 0, 5) for aa in (False, True)]
+    lrs = [degrade(hr, scale, replace(cfg, antialias=on), 0, 5) for on in (False, True)]
     assert lrs[0].shape == lrs[1].shape and not torch.equal(*lrs)
 
 
