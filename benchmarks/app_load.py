@@ -54,6 +54,7 @@ def peak_rss_mb(pid: int) -> float:
 
 
 def wait_until_up(url: str, server: subprocess.Popen, timeout: float) -> None:
+    """Return once the app answers at url; raise if it exits first or takes longer than timeout."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.poll() is not None:
@@ -67,7 +68,8 @@ def wait_until_up(url: str, server: subprocess.Popen, timeout: float) -> None:
     raise RuntimeError(f"the app did not answer at {url} within {timeout:.0f} s")
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, default=8, help="concurrent users (default 8)")
     parser.add_argument("--requests", type=int, default=3, help="requests per user (default 3)")
@@ -77,12 +79,76 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", help="device for the server (default cpu)")
     parser.add_argument("--timeout", type=float, default=600, help="give up on one request after this many seconds")
     parser.add_argument("--out", help="also write the results as JSON here")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
+
+def start_app(args: argparse.Namespace, model: str, work: Path, log) -> tuple[subprocess.Popen, str]:
+    """`progsr app` on a free localhost port, sized for this load, its output to `log`; (process, url)."""
+    from progsr.webapp import free_port
+
+    scale = int(args.scale[:-1])
+    port = free_port(HOST)
+    cmd = [sys.executable, "-m", "progsr.cli", "app", "--host", HOST, "--port", str(port), "--model", model,
+           "--device", args.device, "--max-queue", str(max(16, args.clients * 2)),
+           "--max-pixels", str(args.size * args.size), "--max-output-pixels", str(args.size * args.size * scale**2)]
+    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", GRADIO_TEMP_DIR=str(work / "gradio"))
+    return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True), f"http://{HOST}:{port}/"
+
+
+def run_clients(url: str, src: Path, args: argparse.Namespace, work: Path) -> tuple[list[float], list[str], float]:
+    """args.clients threads, each making args.requests checked requests; (latencies, failures, wall seconds)."""
     from gradio_client import Client, handle_file
 
+    scale = int(args.scale[:-1])
+    latencies: list[float] = []
+    failures: list[str] = []
+    lock = threading.Lock()
+
+    def user(k: int) -> None:
+        try:
+            client = Client(url, verbose=False, download_files=str(work / f"client{k}"))
+        except Exception as err:  # noqa: BLE001 - counted as a failure
+            with lock:
+                failures.extend([f"client {k}: connect: {err}"] * args.requests)
+            return
+        for r in range(args.requests):
+            start = time.perf_counter()
+            try:
+                job = client.submit(handle_file(str(src)), args.scale, 0.0, "auto", "png", api_name="/upscale")
+                # the app's outputs: before/after slider, download, info line, 1:1 detail slider
+                _, download, info, _ = job.result(timeout=args.timeout)
+                seconds = time.perf_counter() - start
+                size = Image.open(download).size
+                if size != (args.size * scale, args.size * scale):
+                    raise RuntimeError(f"output is {size}, expected {args.size * scale} square ({info})")
+                with lock:
+                    latencies.append(seconds)
+            except Exception as err:  # noqa: BLE001 - counted as a failure
+                with lock:
+                    failures.append(f"client {k} request {r}: {type(err).__name__}: {err}")
+
+    wall = time.perf_counter()
+    threads = [threading.Thread(target=user, args=(k,)) for k in range(args.clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return latencies, failures, time.perf_counter() - wall
+
+
+def stop(server: subprocess.Popen) -> None:
+    """Terminate the app, killing it if it does not exit within 30 s."""
+    server.terminate()
+    try:
+        server.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     from progsr.paths import shipped_weights
-    from progsr.webapp import free_port
 
     work = Path(tempfile.mkdtemp(prefix="progsr-app-load-"))
     model = args.model or ("psnr" if shipped_weights("psnr").is_file() else tiny_model(work))
@@ -91,61 +157,15 @@ def main(argv: list[str] | None = None) -> int:
     from skimage import data
 
     Image.fromarray(data.astronaut()).resize((args.size, args.size), Image.Resampling.BICUBIC).save(src)
-    scale = int(args.scale[:-1])
-
-    port = free_port(HOST)
-    url = f"http://{HOST}:{port}/"
-    cmd = [sys.executable, "-m", "progsr.cli", "app", "--host", HOST, "--port", str(port), "--model", model,
-           "--device", args.device, "--max-queue", str(max(16, args.clients * 2)),
-           "--max-pixels", str(args.size * args.size), "--max-output-pixels", str(args.size * args.size * scale**2)]
-    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", GRADIO_TEMP_DIR=str(work / "gradio"))
     log = open(work / "server.log", "w+")  # a file, not a pipe: a chatty server must never block on a full pipe
-    server = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
-    latencies: list[float] = []
-    failures: list[str] = []
-    lock = threading.Lock()
+    server, url = start_app(args, model, work, log)
     try:
         wait_until_up(url, server, timeout=120)
         rss_idle = peak_rss_mb(server.pid)
-
-        def user(k: int) -> None:
-            try:
-                client = Client(url, verbose=False, download_files=str(work / f"client{k}"))
-            except Exception as err:  # noqa: BLE001 - counted as a failure below
-                with lock:
-                    failures.extend([f"client {k}: connect: {err}"] * args.requests)
-                return
-            for r in range(args.requests):
-                start = time.perf_counter()
-                try:
-                    job = client.submit(handle_file(str(src)), args.scale, 0.0, "auto", "png", api_name="/upscale")
-                    # the app's outputs: before/after slider, download, info line, 1:1 detail slider
-                    _, download, info, _ = job.result(timeout=args.timeout)
-                    seconds = time.perf_counter() - start
-                    size = Image.open(download).size
-                    if size != (args.size * scale, args.size * scale):
-                        raise RuntimeError(f"output is {size}, expected {args.size * scale} square ({info})")
-                    with lock:
-                        latencies.append(seconds)
-                except Exception as err:  # noqa: BLE001 - counted as a failure below
-                    with lock:
-                        failures.append(f"client {k} request {r}: {type(err).__name__}: {err}")
-
-        wall = time.perf_counter()
-        threads = [threading.Thread(target=user, args=(k,)) for k in range(args.clients)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        wall = time.perf_counter() - wall
+        latencies, failures, wall = run_clients(url, src, args, work)
         rss_peak = peak_rss_mb(server.pid)
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop(server)
         log.seek(0)
         server_output = log.read()
         log.close()
